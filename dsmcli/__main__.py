@@ -1,0 +1,3 @@
+from dsmcli.cli import main
+
+main()

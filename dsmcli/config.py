@@ -1,0 +1,325 @@
+"""Experiment configs: YAML file → overrides → frozen, validated pydantic models.
+
+This is the only module where raw dicts live. ``load_experiment`` returns an
+``ExperimentConfig``; every error is a ``UserError`` whose message lists one
+``dotted.path: what is wrong (allowed values)`` line per problem, with a "did you mean" for near
+misses of key names and kinds.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from dsmcli import data as data_registry
+from dsmcli import models as model_registry
+from dsmcli import objectives as objective_registry
+from dsmcli import samplers as sampler_registry
+from dsmcli.errors import UserError
+from dsmcli.section import Section
+
+
+# --------------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 SafeLoader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{source}: malformed YAML{where}: {problem}") from None
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=None, width=100)
+
+
+# --------------------------------------------------------------------------- sections
+def _union(registry: dict):
+    members = tuple(m.Config for m in registry.values())
+    return Annotated[Union[members], Field(discriminator="kind")] if len(members) > 1 else members[0]
+
+
+DataConfig = _union(data_registry.REGISTRY)
+ModelConfig = _union(model_registry.REGISTRY)
+ObjectiveConfig = _union(objective_registry.REGISTRY)
+
+
+class OptimConfig(Section):
+    """Optax optimiser: ``adam``, ``adamw`` or ``sgd``; schedule ``constant`` or ``cosine``
+    (decay to ``lr * final_lr_ratio`` over the run), after ``warmup_steps`` of linear warm-up;
+    optional global-norm gradient clipping."""
+
+    kind: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    final_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: PositiveFloat | None = None
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    b1: float = Field(0.9, ge=0.0, lt=1.0)
+    b2: float = Field(0.999, ge=0.0, lt=1.0)
+
+
+class TrainConfig(Section):
+    """Steps are fused ``log_every`` at a time into one ``lax.scan`` dispatch, so ``eval_every``
+    and ``ckpt_every`` must be multiples of ``log_every``."""
+
+    steps: NonNegativeInt = 5000
+    batch_size: PositiveInt = 512
+    log_every: PositiveInt = 100
+    eval_every: PositiveInt = 1000
+    ckpt_every: PositiveInt = 1000
+    keep_checkpoints: PositiveInt = 3
+    on_nonfinite: Literal["stop", "skip_step"] = "stop"
+    eval_batch: PositiveInt = 4096
+
+    @model_validator(mode="after")
+    def _multiples(self):
+        for name in ("eval_every", "ckpt_every"):
+            if getattr(self, name) % self.log_every:
+                raise ValueError(
+                    f"'{name}' ({getattr(self, name)}) must be a multiple of 'log_every' ({self.log_every}): "
+                    f"steps are fused log_every at a time"
+                )
+        return self
+
+
+class UniformInit(Section):
+    kind: Literal["uniform"] = "uniform"
+    low: float = -8.0
+    high: float = 8.0
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.low >= self.high:
+            raise ValueError(f"'low' ({self.low}) must be < 'high' ({self.high})")
+        return self
+
+
+class GaussianInit(Section):
+    kind: Literal["gaussian"] = "gaussian"
+    std: PositiveFloat = 1.0
+
+
+class DataInit(Section):
+    kind: Literal["data"] = "data"
+
+
+InitConfig = Annotated[Union[UniformInit, GaussianInit, DataInit], Field(discriminator="kind")]
+
+
+class SampleConfig(Section):
+    """Sampler settings (DESIGN.md §3). ``step_size`` is ε in x ← x + (ε/2)s(x) + √ε z."""
+
+    kind: Literal[tuple(sampler_registry.REGISTRY)] = "langevin"
+    n: PositiveInt = 5000
+    steps: PositiveInt = 1000
+    step_size: PositiveFloat = 1e-3
+    init: InitConfig = Field(default_factory=UniformInit)
+    batch: PositiveInt | None = None
+
+
+class ExperimentConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    seed: NonNegativeInt = 0
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=lambda: model_registry.REGISTRY[model_registry.DEFAULT_KIND].Config())
+    objective: ObjectiveConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# Sections that are unions over kinds, and the kind used when a mapping gives none.
+_UNIONS = {
+    ("data",): (data_registry.REGISTRY, None),
+    ("model",): (model_registry.REGISTRY, model_registry.DEFAULT_KIND),
+    ("objective",): (objective_registry.REGISTRY, None),
+    ("sample", "init"): ({"uniform": UniformInit, "gaussian": GaussianInit, "data": DataInit}, "uniform"),
+}
+
+
+def _section_class(path: tuple[str, ...], raw_section: Any):
+    """The pydantic class that validates ``path`` given the raw mapping found there."""
+    if path in _UNIONS:
+        registry, _ = _UNIONS[path]
+        kind = raw_section.get("kind") if isinstance(raw_section, dict) else None
+        entry = registry.get(kind)
+        return None if entry is None else getattr(entry, "Config", entry)
+    cls = ExperimentConfig
+    for part in path:
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, Section) else None
+        if cls is None:
+            return None
+    return cls
+
+
+# --------------------------------------------------------------------------- overrides
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` → (["a", "b", "c"], YAML-parsed VALUE)."""
+    if "=" not in item:
+        raise UserError(f"override '{item}': expected KEY=VALUE with a dotted key, e.g. objective.sigma=0.05")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"override '{item}': '{key}' is not a dotted key like optim.lr")
+    return parts, parse_yaml(value, f"override '{item}'") if value.strip() else None
+
+
+def apply_overrides(raw: dict, items: list[str] | dict) -> dict:
+    """Apply overrides to a raw config: a mapping value replaces the whole subtree."""
+    raw = copy.deepcopy(raw)
+    pairs = [parse_override(i) for i in items] if isinstance(items, list) else [(k.split("."), v) for k, v in items.items()]
+    for parts, value in pairs:
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                if nxt is not None:
+                    raise UserError(f"override {'.'.join(parts)}: '{'.'.join(parts[: i + 1])}' is not a section")
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+# --------------------------------------------------------------------------- validation
+def _fill_default_kinds(raw: dict) -> None:
+    for path, (_, default) in _UNIONS.items():
+        node = raw
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), dict) and default:
+            node[path[-1]].setdefault("kind", default)
+
+
+def _unknown_keys(raw: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Errors for keys that no section accepts, with the nearest valid key suggested."""
+    if not isinstance(raw, dict):
+        return []
+    cls = _section_class(path, raw) if path else ExperimentConfig
+    if cls is None:
+        return []
+    allowed = list(cls.model_fields)
+    errors = []
+    for key, value in raw.items():
+        where = ".".join((*path, str(key)))
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{'.'.join((*path, close[0]))}'? " if close else ""
+            errors.append(f"{where}: unknown key; {hint}allowed keys here: {', '.join(allowed)}")
+        else:
+            errors.extend(_unknown_keys(value, (*path, key)))
+    return errors
+
+
+def _drop_union_tags(loc: tuple, raw: Any) -> list[str]:
+    """Pydantic puts the union tag into error locations (data.gmm.means); remove it."""
+    out, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+    return out
+
+
+def _format_error(err: dict, raw: dict) -> str:
+    path = ".".join(_drop_union_tags(err["loc"], raw)) or "(top level)"
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        union = _UNIONS.get(tuple(path.split(".")))
+        allowed = list(union[0]) if union else [t.strip("'\" ") for t in str(ctx.get("expected_tags", "")).split(",")]
+        got = ctx.get("tag")
+        close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5) if got else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        what = f"unknown kind '{got}'" if kind == "union_tag_invalid" else "missing 'kind'"
+        return f"{path}.kind: {what}{hint} (allowed: {', '.join(allowed)})"
+    if kind == "literal_error":
+        got = err.get("input")
+        allowed = [a.strip("'\" ") for a in re.split(r",| or ", str(ctx.get("expected", ""))) if a.strip()]
+        close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: '{got}' is not allowed{hint} (allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return f"{path}: required but missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{path}: {msg}{shown}"
+
+
+def validate(raw: Any, source: str) -> ExperimentConfig:
+    """Validate a raw mapping; all problems are reported at once in one ``UserError``."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: an experiment config must be a YAML mapping of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    _fill_default_kinds(raw)
+    problems = _unknown_keys(raw)
+    if not problems:
+        try:
+            return ExperimentConfig.model_validate(raw)
+        except ValidationError as e:
+            problems = [_format_error(err, raw) for err in e.errors()]
+    lines = "\n".join(f"  {p}" for p in dict.fromkeys(problems))
+    raise UserError(f"invalid config {source}:\n{lines}")
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config: file '{path}' does not exist")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--config: cannot read '{path}': {e}") from None
+    return parse_yaml(text, str(path))
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None, name: str | None = None) -> ExperimentConfig:
+    """Read ``path``, apply ``KEY=VALUE`` overrides, fill the name (the file's stem by default)."""
+    raw = read_yaml_file(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: an experiment config must be a YAML mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    if name is not None:
+        raw["name"] = name
+    raw.setdefault("name", Path(path).stem)
+    return validate(raw, str(path))

@@ -1,0 +1,109 @@
+"""Matplotlib figures (PNG, Agg backend): samples over the data density, learned vs true score
+fields, loss curves. 2-D data is drawn in the data plane; higher dimensions show the first two
+coordinates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _window(data, extra: np.ndarray | None = None):
+    if data.bounds is not None and len(data.bounds) >= 2:
+        (x0, x1), (y0, y1) = data.bounds[:2]
+    else:
+        pts = data.x_train[:, :2]
+        (x0, y0), (x1, y1) = np.quantile(pts, 0.001, 0), np.quantile(pts, 0.999, 0)
+    return x0, x1, y0, y1
+
+
+def _grid(window, n: int):
+    x0, x1, y0, y1 = window
+    gx, gy = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
+    return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+
+
+def _density_background(ax, data, window, n: int = 200):
+    """Shade the exact log-density (clipped to 12 nats below its max) where known."""
+    dens = data.density
+    if dens is None or data.dim != 2:
+        ax.scatter(*data.x_test[:3000, :2].T, s=1, c="0.7", label="held-out data")
+        return
+    gx, gy, pts = _grid(window, n)
+    sigma = 0.0 if dens.has_score else 0.05
+    import jax
+
+    logp = np.asarray(jax.jit(dens.log_prob, static_argnums=1)(pts, sigma)).reshape(gx.shape)
+    logp = np.maximum(logp, np.nanmax(logp) - 12)
+    ax.contourf(gx, gy, logp, levels=30, cmap="Blues")
+
+
+def samples_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
+    plt = _plt()
+    window = _window(data)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
+    _density_background(ax, data, window)
+    shown = samples[:5000, :2]
+    ax.scatter(*shown.T, s=2, c="tab:red", alpha=0.5, label=f"samples ({len(samples)})")
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def score_field_plot(path: Path, fields: dict, data, n: int = 21) -> None:
+    """One quiver panel per named score function over the density (2-D data only)."""
+    import jax
+
+    plt = _plt()
+    window = _window(data)
+    gx, gy, pts = _grid(window, n)
+    fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 5), dpi=110, squeeze=False)
+    for ax, (title, fn) in zip(axes[0], fields.items()):
+        _density_background(ax, data, window)
+        s = np.asarray(jax.jit(fn)(pts))
+        norm = np.linalg.norm(s, axis=1, keepdims=True)
+        u = s / np.maximum(norm, 1e-12) * np.log1p(norm)  # compress the dynamic range
+        ax.quiver(gx, gy, u[:, 0].reshape(gx.shape), u[:, 1].reshape(gx.shape), color="tab:red", width=0.004)
+        ax.set_xlim(window[0], window[1])
+        ax.set_ylim(window[2], window[3])
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("score fields (arrow length ∝ log(1 + ‖s‖))", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def loss_plot(path: Path, records: list[dict], title: str) -> None:
+    plt = _plt()
+    steps = [r["step"] for r in records if "loss" in r]
+    loss = [r["loss"] for r in records if "loss" in r]
+    evals = [(r["step"], r["score_error"]) for r in records if "score_error" in r]
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 4), dpi=110, squeeze=False)
+    axes[0, 0].plot(steps, loss, lw=1.2)
+    axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_ylabel("training loss")
+    axes[0, 0].set_title(title, fontsize=10)
+    if evals:
+        s, e = zip(*evals)
+        axes[0, 1].semilogy(s, e, "o-", lw=1.2)
+        axes[0, 1].set_xlabel("step")
+        axes[0, 1].set_ylabel("score_error (held-out)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

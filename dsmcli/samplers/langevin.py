@@ -1,0 +1,26 @@
+"""``langevin``: the unadjusted Langevin algorithm (ULA), Euler–Maruyama discretisation of the
+overdamped Langevin diffusion dx = ½∇log p(x) dt + dW with step ε:
+
+    x ← x + (ε/2) s(x) + √ε z,   z ~ N(0, I)
+
+(``sample.step_size`` is ε; the stationary law tends to p as ε → 0). All ``sample.steps``
+updates run inside one ``lax.scan``; the key of step t is ``fold_in(key, t)``. Reference:
+Roberts & Tweedie 1996; Song & Ermon 2019, eq. (4).
+"""
+
+from __future__ import annotations
+
+
+def run(target, x0, key, cfg):
+    """Run ULA from ``x0`` (B, D) for ``cfg.steps`` steps; returns (x, {})."""
+    import jax
+    import jax.numpy as jnp
+
+    eps = cfg.step_size
+
+    def step(x, t):
+        z = jax.random.normal(jax.random.fold_in(key, t), x.shape, x.dtype)
+        return x + 0.5 * eps * target.score(x) + jnp.sqrt(eps) * z, None
+
+    x, _ = jax.lax.scan(step, x0, jnp.arange(cfg.steps))
+    return x, {}

@@ -1,0 +1,236 @@
+"""The generic trainer: one jit-compiled step, ``log_every`` steps fused per dispatch with
+``jax.lax.scan``, data on the device, periodic evaluation and checkpoints, exact resume.
+
+Randomness: the key of step t is ``fold_in(PRNGKey(seed), t)``; it draws the batch indices and
+the objective's noise. Nothing else is random, so a run resumed from the checkpoint of step t
+continues bit for bit as the uninterrupted run would have.
+
+Logged per dispatch (one ``metrics.jsonl`` line at every multiple of ``log_every``):
+``loss`` and ``grad_norm`` are means over the steps of that dispatch; ``steps_per_sec`` is
+measured over the dispatch (compilation excluded, reported once as ``compile_s``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from dsmcli import checkpoint
+from dsmcli.evaluation import evaluate
+from dsmcli.errors import TrainingDiverged, TrainingInterrupted, UserError
+from dsmcli.runs import MetricsLog, read_json, write_json
+
+
+class StepFunction:
+    """Builds and caches the compiled ``scan`` over ``length`` training steps."""
+
+    def __init__(self, exp, tx):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        cfg = exp.cfg
+        base_key = jax.random.key(cfg.seed)
+        batch_size = cfg.train.batch_size
+        skip_nonfinite = cfg.train.on_nonfinite == "skip_step"
+        objective = exp.objective
+
+        def one_step(state, x_train, step):
+            key_batch, key_loss = jax.random.split(jax.random.fold_in(base_key, step))
+            idx = jax.random.randint(key_batch, (batch_size,), 0, x_train.shape[0])
+            x = x_train[idx]
+
+            def loss_fn(params):
+                return objective.loss(exp.net(params), x, key_loss)
+
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            grad_norm = optax.tree.norm(grads)
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
+            new = {"params": params, "opt_state": opt_state}
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            if skip_nonfinite:
+                new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+            return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
+
+        def run(state, x_train, start, length):
+            steps = start + jnp.arange(length)
+            return jax.lax.scan(lambda s, t: one_step(s, x_train, t), state, steps)
+
+        self._jitted = jax.jit(run, static_argnums=3, donate_argnums=0)
+        self._compiled = {}
+        self.compile_s = 0.0
+
+    def __call__(self, state, x_train, start: int, length: int):
+        import numpy as np
+
+        fn = self._compiled.get(length)
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = self._jitted.lower(state, x_train, np.int32(start), length).compile()
+            self.compile_s += time.perf_counter() - t0
+            self._compiled[length] = fn
+        return fn(state, x_train, np.int32(start))
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag checked between dispatches (a clean stop)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
+
+
+def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
+    """Train ``exp`` in ``run_dir`` (fresh, or resumed from its newest checkpoint).
+
+    Returns the summary dict also written to ``summary.json``. Raises ``TrainingDiverged`` on a
+    non-finite loss or gradient (with ``on_nonfinite: stop``) and ``TrainingInterrupted`` on
+    SIGINT/SIGTERM, after writing the summary (and, when interrupted, a final checkpoint).
+    """
+    import jax
+    import numpy as np
+
+    from dsmcli import optim
+
+    cfg = exp.cfg
+    total = cfg.train.steps if exp.objective.trains else 0
+    tx = optim.build(cfg.optim, total)
+    lr_at = optim.schedule(cfg.optim, total)
+    state = {"params": exp.params, "opt_state": tx.init(exp.params)}
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    step = 0
+    previous = read_json(run_dir / "summary.json", {}) if resume else {}
+    wall_before = float(previous.get("wall_s") or 0.0)
+    if resume:
+        restored = checkpoint.restore_latest(run_dir, state)
+        if restored is not None:
+            step, state = restored
+        log.truncate_after(step)
+    if step > total:
+        raise UserError(f"train.steps: the run is already at step {step}; pass train.steps larger than that to continue")
+
+    summary = {"status": "running", "steps": step, "objective": cfg.objective.kind}
+    write_json(run_dir / "summary.json", summary)
+    x_train = jax.device_put(np.asarray(exp.data.x_train))
+    step_fn = StepFunction(exp, tx)
+    every = cfg.train.log_every
+    t_start = time.perf_counter()
+    last: dict = {}
+    trained_steps, train_time = 0, 0.0
+
+    def finish(status: str, **extra) -> dict:
+        wall = time.perf_counter() - t_start
+        summary.update(
+            status=status,
+            steps=step,
+            wall_s=round(wall_before + wall, 3),
+            steps_per_sec=round(trained_steps / train_time, 2) if train_time else None,
+            compile_s=round(step_fn.compile_s, 3),
+            **{k: v for k, v in last.items() if k not in ("step", "steps_per_sec", "compile_s", "wall_s")},
+            **extra,
+        )
+        write_json(run_dir / "summary.json", summary)
+        return summary
+
+    if not checkpoint.checkpoints(run_dir):
+        checkpoint.save(run_dir, step, state, cfg.train.keep_checkpoints)  # step 0: sample/eval work at once
+
+    with _stop_on_signals() as signals, _progress() as bar:
+        task = bar.add_task("train", total=total, completed=step, loss="-", rate="-")
+        while step < total:
+            length = min(every - step % every, total - step)
+            compile_before = step_fn.compile_s
+            t0 = time.perf_counter()
+            new_state, metrics = step_fn(state, x_train, step, length)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0 - (step_fn.compile_s - compile_before)
+            bad = np.flatnonzero(~metrics["finite"])
+            if len(bad) and cfg.train.on_nonfinite == "stop":
+                first = step + int(bad[0]) + 1
+                quantity = "loss" if not np.isfinite(metrics["loss"][bad[0]]) else "gradient norm"
+                kept = checkpoint.checkpoints(run_dir)
+                where = f"; the last good checkpoint is {kept[-1][1]} (step {kept[-1][0]})" if kept else ""
+                msg = f"training diverged: non-finite {quantity} at step {first}{where}"
+                finish("failed", error=msg)
+                raise TrainingDiverged(msg)
+            state = new_state
+            step += length
+            trained_steps += length
+            train_time += dt
+            record = {
+                "step": step,
+                "loss": float(np.mean(metrics["loss"][metrics["finite"]])) if metrics["finite"].any() else float("nan"),
+                "grad_norm": float(np.mean(metrics["grad_norm"][metrics["finite"]])) if metrics["finite"].any() else float("nan"),
+                "lr": float(lr_at(step)),
+                "steps_per_sec": round(length / dt, 2) if dt > 0 else None,
+                "wall_s": round(wall_before + time.perf_counter() - t_start, 3),
+            }
+            for k, v in metrics.items():
+                if k not in ("loss", "grad_norm", "finite"):
+                    record[k] = float(np.mean(v))
+            if len(bad):
+                record["skipped_steps"] = int(len(bad))
+            if step_fn.compile_s > compile_before:
+                record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
+            if step % cfg.train.eval_every == 0 or step == total:
+                record.update(evaluate(exp, state["params"]))
+            log.append(record)
+            last = record
+            if step % cfg.train.ckpt_every == 0 or step == total or signals:
+                checkpoint.save(run_dir, step, state, cfg.train.keep_checkpoints)
+            bar.update(task, completed=step, loss=f"{record['loss']:.4g}", rate=f"{record['steps_per_sec'] or 0:.0f}")
+            if signals:
+                signum = signals[0]
+                name = signal.Signals(signum).name
+                finish("interrupted", stopped_by=name)
+                raise TrainingInterrupted(f"training interrupted by {name} at step {step}; resume with "
+                                          f"dsm train --resume {run_dir}", signum)
+    if total == 0 or "score_error" not in last:
+        last = {**last, **evaluate(exp, state["params"])}
+    return finish("completed")
+
+
+def load_state(exp, run_dir: Path):
+    """(step, params) of the newest verified checkpoint of ``run_dir`` for ``exp``."""
+    from dsmcli import optim
+
+    tx = optim.build(exp.cfg.optim, exp.cfg.train.steps)
+    target = {"params": exp.params, "opt_state": tx.init(exp.params)}
+    restored = checkpoint.restore_latest(run_dir, target)
+    if restored is None:
+        raise UserError(f"RUN_DIR: '{run_dir}' has no complete checkpoint to load")
+    step, state = restored
+    return step, state["params"]

@@ -1,0 +1,135 @@
+"""The trainer: fused steps, exact resume, checkpoints, divergence, reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from dsmcli import api, checkpoint, experiment
+from dsmcli.config import load_experiment
+from dsmcli.errors import TrainingDiverged, UserError
+from dsmcli.train import load_state
+from tests.conftest import write_config
+
+
+def final_params(run_dir):
+    cfg = load_experiment(run_dir / "config.yaml")
+    step, params = load_state(experiment.build(cfg), run_dir)
+    return step, jax.tree.leaves(params)
+
+
+def losses(run_dir):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_train_writes_the_run_directory(tiny_config, runs_dir):
+    run_dir, summary = api.train(tiny_config, runs_dir=str(runs_dir))
+    assert run_dir == runs_dir / "tiny" / "v001"
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "summary.json"):
+        assert (run_dir / name).is_file()
+    assert summary["status"] == "completed" and summary["steps"] == 40
+    assert summary["steps_per_sec"] > 0 and summary["compile_s"] > 0
+    assert 0 <= summary["score_error"] < 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert all("loss" in r for r in records) and "score_error" in records[1] and "score_error" in records[3]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert {"dsm", "jax", "flax", "optax", "devices", "argv", "git_commit", "start_time"} <= set(meta)
+    assert [s for s, _ in checkpoint.checkpoints(run_dir)] == [0, 20, 40][-3:]
+
+
+def test_same_seed_same_numbers_different_seed_different(tiny_config, runs_dir):
+    a, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    b, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    c, _ = api.train(tiny_config, ["seed=1"], runs_dir=str(runs_dir))
+    assert b.name == "v002" and losses(a) == losses(b) and losses(a) != losses(c)
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_config, runs_dir):
+    full, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    part, summary = api.train(tiny_config, ["train.steps=20"], runs_dir=str(runs_dir))
+    assert summary["steps"] == 20
+    resumed, summary = api.resume(part, ["train.steps=40"])
+    assert resumed == part and summary["status"] == "completed" and summary["steps"] == 40
+    step_a, leaves_a = final_params(full)
+    step_b, leaves_b = final_params(resumed)
+    assert step_a == step_b == 40
+    for a, b in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(a, b)
+    assert losses(full) == losses(resumed)  # no duplicated steps, identical values
+
+
+def test_resume_after_losing_the_tail_of_metrics(tiny_config, runs_dir):
+    """A crash after a log line but before the next checkpoint: resume drops the orphan lines."""
+    full, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    crashed, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    checkpoint_dir = crashed / "checkpoints" / "step_00000040"
+    import shutil
+
+    shutil.rmtree(checkpoint_dir)  # as if killed between the log at step 40 and its checkpoint
+    api.resume(crashed)
+    assert losses(crashed) == losses(full)
+    np.testing.assert_array_equal(final_params(crashed)[1][0], final_params(full)[1][0])
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tiny_config, runs_dir, capsys):
+    run_dir, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    state = run_dir / "checkpoints" / "step_00000040" / "state.msgpack"
+    state.write_bytes(state.read_bytes()[:100])  # truncated
+    step, _ = final_params(run_dir)
+    assert step == 20
+    assert "step_00000040 is corrupt" in capsys.readouterr().err
+
+
+def test_resume_only_changes_train_steps(tiny_config, runs_dir):
+    run_dir, _ = api.train(tiny_config, runs_dir=str(runs_dir))
+    with pytest.raises(UserError, match="only train.steps may be set here"):
+        api.resume(run_dir, ["optim.lr=0.1"])
+    with pytest.raises(UserError, match="already at step 40"):
+        api.resume(run_dir, ["train.steps=10"])
+    with pytest.raises(UserError, match="not a dsm run directory"):
+        api.resume(runs_dir)
+
+
+def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, runs_dir):
+    cfg = write_config(tmp_path / "nan.yaml", {"optim.lr": 1e30, "optim.kind": "sgd", "optim.momentum": 0.0})
+    with pytest.raises(TrainingDiverged, match=r"non-finite (loss|gradient norm) at step \d+") as e:
+        api.train(cfg, runs_dir=str(runs_dir))
+    run_dir = runs_dir / "nan" / "v001"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    kept = checkpoint.checkpoints(run_dir)
+    assert kept and "last good checkpoint" in str(e.value)
+    _, leaves = final_params(run_dir)
+    assert all(np.isfinite(x).all() for x in leaves)
+    api.evaluate(run_dir)  # the kept checkpoint is usable
+
+
+def test_skip_step_survives_nonfinite_steps(tmp_path, runs_dir):
+    cfg = write_config(tmp_path / "skip.yaml", {"optim.lr": 1e30, "optim.kind": "sgd", "train.on_nonfinite": "skip_step"})
+    _, summary = api.train(cfg, runs_dir=str(runs_dir))
+    assert summary["status"] == "completed"
+    records = [json.loads(x) for x in (runs_dir / "skip" / "v001" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("skipped_steps", 0) for r in records) > 0
+
+
+def test_bad_data_file_leaves_no_run_directory(tmp_path, runs_dir):
+    cfg = write_config(tmp_path / "npz.yaml", data={"kind": "npz", "path": str(tmp_path / "missing.npz")})
+    with pytest.raises(UserError, match="missing.npz' does not exist"):
+        api.train(cfg, runs_dir=str(runs_dir))
+    assert not (runs_dir / "npz").exists()
+
+
+def test_optimisers_and_schedules_train(tmp_path, runs_dir):
+    for i, optim in enumerate([
+        {"kind": "adamw", "lr": 3e-3, "schedule": "cosine", "warmup_steps": 10, "grad_clip": 1.0},
+        {"kind": "sgd", "lr": 1e-3, "momentum": 0.9},
+    ]):
+        cfg = write_config(tmp_path / f"o{i}.yaml", optim=optim)
+        run_dir, summary = api.train(cfg, runs_dir=str(runs_dir))
+        assert summary["status"] == "completed" and np.isfinite(summary["loss"])
+    lrs = [json.loads(x)["lr"] for x in (runs_dir / "o0" / "v001" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < 1e-4  # warm-up done at 10, cosine to 0 at 40
