@@ -13,6 +13,7 @@ measured over the dispatch (compilation excluded, reported once as ``compile_s``
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -108,7 +109,7 @@ def _progress():
         TextColumn("{task.fields[rate]} steps/s"),
         TimeRemainingColumn(),
         console=console,
-        disable=not console.is_terminal,
+        disable=not (console.is_terminal and sys.stdout.isatty()),
         transient=False,
     )
 

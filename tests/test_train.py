@@ -133,3 +133,25 @@ def test_optimisers_and_schedules_train(tmp_path, runs_dir):
         assert summary["status"] == "completed" and np.isfinite(summary["loss"])
     lrs = [json.loads(x)["lr"] for x in (runs_dir / "o0" / "v001" / "metrics.jsonl").read_text().splitlines()]
     assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < 1e-4  # warm-up done at 10, cosine to 0 at 40
+
+
+def test_sigterm_stops_cleanly_with_checkpoint_and_exit_143(tmp_path, runs_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = write_config(tmp_path / "long.yaml", {"train.steps": 10_000_000, "train.eval_every": 1000, "train.ckpt_every": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "dsmcli", "train", "--config", cfg], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = runs_dir / "long" / "v001" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err and "dsm train --resume" in err
+    summary = json.loads((runs_dir / "long" / "v001" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert checkpoint.checkpoints(runs_dir / "long" / "v001")[-1][0] == summary["steps"]
