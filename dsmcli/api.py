@@ -46,10 +46,14 @@ def train(
     argv: list[str] | None = None,
 ) -> tuple[Path, dict]:
     """Train a new run of ``config``; returns (run directory, summary)."""
+    return train_config(resolve_train_config(config, overrides, name), runs_dir=runs_dir, argv=argv)
+
+
+def train_config(cfg, *, runs_dir: str | None = None, argv: list[str] | None = None) -> tuple[Path, dict]:
+    """Train a new run of a validated ``ExperimentConfig``; returns (run directory, summary)."""
     from dsmcli import experiment
     from dsmcli import train as trainer
 
-    cfg = resolve_train_config(config, overrides, name)
     exp = experiment.build(cfg)  # data and model errors surface before any directory exists
     run_dir = runs.allocate(runs.runs_root(runs_dir), cfg.name)
     runs.write_text(run_dir / "config.yaml", config_yaml(cfg))

@@ -137,7 +137,10 @@ InitConfig = Annotated[Union[UniformInit, GaussianInit, DataInit], Field(discrim
 
 
 class SampleConfig(Section):
-    """Sampler settings (DESIGN.md §3). ``step_size`` is ε in x ← x + (ε/2)s(x) + √ε z."""
+    """Sampler settings (DESIGN.md §3). ``step_size`` is ε in x ← x + (ε/2)s(x) + √ε z; for
+    annealed Langevin ``steps`` is per noise level and level i uses αᵢ = ε σᵢ²/σ_L². The σ
+    schedule is geometric from ``sigma_max`` to ``sigma_min`` in ``n_sigmas`` levels (default:
+    the objective's own schedule where it has one)."""
 
     kind: Literal[tuple(sampler_registry.REGISTRY)] = "langevin"
     n: PositiveInt = 5000
@@ -145,6 +148,19 @@ class SampleConfig(Section):
     step_size: PositiveFloat = 1e-3
     init: InitConfig = Field(default_factory=UniformInit)
     batch: PositiveInt | None = None
+    sigma_max: PositiveFloat | None = None
+    sigma_min: PositiveFloat | None = None
+    n_sigmas: PositiveInt | None = None
+    denoise: bool = False
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        given = [self.sigma_max is not None, self.sigma_min is not None, self.n_sigmas is not None]
+        if any(given) and not all(given):
+            raise ValueError("give all of 'sigma_max', 'sigma_min' and 'n_sigmas', or none (the objective's schedule)")
+        if all(given) and self.sigma_max <= self.sigma_min:
+            raise ValueError(f"'sigma_max' ({self.sigma_max}) must be > 'sigma_min' ({self.sigma_min})")
+        return self
 
 
 class ExperimentConfig(Section):

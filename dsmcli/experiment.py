@@ -20,15 +20,19 @@ class Experiment:
     params: Any
 
     def net(self, params):
+        """The network module rebuilt from a parameter pytree (inside traced code: free)."""
         from flax import nnx
 
-        def apply(x):
-            return nnx.merge(self.graphdef, params)(x)
-
-        return apply
+        return nnx.merge(self.graphdef, params)
 
     def score_fn(self, params):
         return lambda x: self.objective.score(self.net(params), x)
+
+    def score_at_fn(self, params):
+        """(x, σ) ↦ s(x, σ) for noise-conditional objectives, else None."""
+        if not self.objective.noise_conditional:
+            return None
+        return lambda x, sigma: self.objective.score_at(self.net(params), x, sigma)
 
     def energy_fn(self, params):
         if not self.objective.has_energy:
@@ -46,8 +50,7 @@ def build(cfg) -> Experiment:
 
     setup()
     dataset = data.build(cfg.data)
-    objective = objectives.make(cfg.objective, dataset)
-    dim = dataset.dim
-    model = models.build(cfg.model, dim, objective.output_dim(dim), nnx.Rngs(params=cfg.seed))
+    objective = objectives.make(cfg.objective, dataset, cfg.model)
+    model = models.build(cfg.model, dataset.dim, nnx.Rngs(params=cfg.seed))
     graphdef, params = nnx.split(model)
     return Experiment(cfg, dataset, objective, graphdef, params)

@@ -56,6 +56,7 @@ __all__ = [
     "ism",
     "ssm",
     "dsm",
+    "jacobian_frobenius_sq",
 ]
 
 ScoreFn = Callable[[jax.Array], jax.Array]
@@ -350,3 +351,54 @@ def dsm(score_fn: ScoreFn, x: ArrayLike, key: ArrayLike, sigma: ArrayLike) -> ja
     s = _score(score_fn, x_tilde)
     # ε/σ equals (x̃ − x)/σ² exactly in real arithmetic but avoids cancellation when σ ≪ |x|.
     return 0.5 * jnp.mean(jnp.sum((s + eps / sigma) ** 2, axis=-1))
+
+
+def jacobian_frobenius_sq(
+    fn: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    *,
+    key: ArrayLike | None = None,
+    estimator: str = "exact",
+    n_probes: int = 1,
+) -> jax.Array:
+    """Squared Frobenius norm ``‖∂f(xᵢ)/∂x‖²_F`` of a row-wise map, for every row.
+
+    ``fn`` maps ``(B, D) -> (B, K)`` row by row (an encoder h or a reconstruction r). Exact:
+    ``Σ_d ‖J e_d‖²`` from ``D`` forward-mode products with ``e_d`` broadcast to all rows (chunked
+    like :func:`divergence_exact`; never a ``K×D`` Jacobian per row). Hutchinson:
+    ``mean_p ‖J vₚ‖²`` with Rademacher probes ``vₚ``, unbiased because ``E[vvᵀ] = I``. Used by the
+    contractive (Rifai et al. 2011) and reconstruction-contractive (Alain & Bengio 2014)
+    autoencoders.
+
+    Args:
+        fn: row-wise function ``(B, D) -> (B, K)``.
+        x: points ``(B, D)``.
+        key: PRNG key (Hutchinson only).
+        estimator: ``"exact"`` or ``"hutchinson"``.
+        n_probes: probes per row for Hutchinson.
+
+    Returns:
+        ``(B,)`` squared Frobenius norms (or their unbiased estimates).
+    """
+    x = _check_x(x)
+    _check_choice("estimator", estimator, ESTIMATORS)
+    _, dim = x.shape
+    if estimator == "hutchinson":
+        if key is None:
+            raise ValueError("jacobian_frobenius_sq: estimator='hutchinson' needs a PRNG key")
+        n_probes = _check_count("n_probes", n_probes)
+        v = jax.random.rademacher(key, (n_probes, *x.shape), dtype=x.dtype)
+        _, jvp_fn = jax.linearize(fn, x)
+        return jnp.mean(jnp.sum(jax.vmap(jvp_fn)(v) ** 2, axis=-1), axis=0)
+
+    def column_norm_sq(d: jax.Array) -> jax.Array:
+        e = (jnp.arange(dim) == d).astype(x.dtype)
+        _, jv = jax.jvp(fn, (x,), (jnp.broadcast_to(e, x.shape),))
+        return jnp.sum(jv**2, axis=-1)
+
+    dims = jnp.arange(dim)
+    if dim <= _DIVERGENCE_CHUNK:
+        per_dim = jax.vmap(column_norm_sq)(dims)
+    else:
+        per_dim = jax.lax.map(column_norm_sq, dims, batch_size=_DIVERGENCE_CHUNK)
+    return jnp.sum(per_dim, axis=0)

@@ -107,3 +107,49 @@ def loss_plot(path: Path, records: list[dict], title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
+    """One panel of samples over the density per variant, all on the same axes."""
+    plt = _plt()
+    window = _window(data)
+    n = len(samples)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), dpi=100, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, (title, x) in zip(axes.ravel(), samples.items()):
+        _density_background(ax, data, window)
+        ax.scatter(*x[:3000, :2].T, s=1.5, c="tab:red", alpha=0.5)
+        ax.set_xlim(window[0], window[1])
+        ax.set_ylim(window[2], window[3])
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def loss_overlay(path: Path, curves: dict) -> None:
+    """Training loss (and held-out score error where logged) of several runs, one line each."""
+    plt = _plt()
+    has_err = any("score_error" in r for recs in curves.values() for r in recs)
+    fig, axes = plt.subplots(1, 2 if has_err else 1, figsize=(11 if has_err else 5.5, 4), dpi=100, squeeze=False)
+    for name, recs in curves.items():
+        pts = [(r["step"], r["loss"]) for r in recs if isinstance(r.get("loss"), (int, float))]
+        if pts:
+            axes[0, 0].plot(*zip(*pts), lw=1.2, label=name)
+        errs = [(r["step"], r["score_error"]) for r in recs if "score_error" in r]
+        if has_err and errs:
+            axes[0, 1].semilogy(*zip(*errs), "o-", lw=1.2, ms=3, label=name)
+    axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_ylabel("training loss (each objective on its own scale)")
+    axes[0, 0].legend(fontsize=7)
+    if has_err:
+        axes[0, 1].set_xlabel("step")
+        axes[0, 1].set_ylabel("score_error (held-out)")
+        axes[0, 1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -3,19 +3,9 @@ plot them over the data density and score them against held-out data."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a sampler may use: the score and, for energy-parameterised models, the energy."""
-
-    score: Callable
-    energy: Callable | None = None
 
 
 def init_particles(init, key, n: int, data):
@@ -39,10 +29,18 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     import jax
     import jax.numpy as jnp
 
-    from dsmcli.samplers import REGISTRY
+    from dsmcli.samplers import REGISTRY, Target
 
     sampler = REGISTRY[sample_cfg.kind]
-    target = Target(exp.score_fn(params), exp.energy_fn(params))
+    sigmas = exp.objective.sigmas()
+    target = Target(
+        score=exp.score_fn(params),
+        score_at=exp.score_at_fn(params),
+        energy=exp.energy_fn(params),
+        sigmas=None if sigmas is None else tuple(float(s) for s in sigmas),
+        description=f"objective.kind '{exp.cfg.objective.kind}' with model.kind '{exp.cfg.model.kind}'",
+    )
+    sampler.check(target, sample_cfg)
     key_init, key_run = jax.random.split(jax.random.key(seed))
     n = sample_cfg.n
     x0 = init_particles(sample_cfg.init, key_init, n, exp.data)

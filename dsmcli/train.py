@@ -45,7 +45,7 @@ class StepFunction:
             x = x_train[idx]
 
             def loss_fn(params):
-                return objective.loss(exp.net(params), x, key_loss)
+                return objective.loss(exp.net(params), x, key_loss, x_train)
 
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
             grad_norm = optax.tree.norm(grads)

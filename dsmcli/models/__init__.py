@@ -1,12 +1,15 @@
-"""Network kinds, one module each (``Config`` + ``build(cfg, in_dim, out_dim, rngs)``)."""
+"""Network kinds, one module each (``Config`` + ``build(cfg, dim, rngs) -> nnx.Module``).
+
+``model.kind`` picks the network; the objective decides how its output is read (a score, an
+energy, a reconstruction) and rejects kinds it cannot read."""
 
 from __future__ import annotations
 
-from dsmcli.models import mlp
+from dsmcli.models import energy, mlp, tied_dae
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp,)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied_dae)}
 DEFAULT_KIND = "mlp"
 
 
-def build(cfg, in_dim: int, out_dim: int, rngs):
-    return REGISTRY[cfg.kind].build(cfg, in_dim, out_dim, rngs)
+def build(cfg, dim: int, rngs):
+    return REGISTRY[cfg.kind].build(cfg, dim, rngs)

@@ -1,7 +1,9 @@
-"""``mlp``: a multilayer perceptron D → hidden… → out (Flax NNX).
+"""``mlp``: a multilayer perceptron ℝᴰ → ℝᴰ (Flax NNX), optionally with a bottleneck.
 
-The objective decides what the output means (a score, an energy, a reconstruction) and so its
-width; the config only gives the hidden widths and the activation.
+Without ``latent`` it is D → hidden… → D: read as a score s(x) by the score-matching
+objectives, or as a reconstruction r(x) by the autoencoder objectives. With ``latent: K`` it is
+an autoencoder: ``encode`` D → hidden… → K (linear code) and ``decode`` K → reversed(hidden)… → D,
+and ``__call__ = decode ∘ encode``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Config(Section):
     kind: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
     activation: Literal[ACTIVATIONS] = "softplus"
+    latent: PositiveInt | None = None
 
 
 def activation_fn(name: str):
@@ -27,18 +30,41 @@ def activation_fn(name: str):
     return {"swish": jax.nn.silu}.get(name) or getattr(jax.nn, name)
 
 
-def build(cfg: Config, in_dim: int, out_dim: int, rngs):
+def stack(widths: list[int], rngs):
+    """Linear layers between consecutive ``widths``."""
+    from flax import nnx
+
+    return nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+
+
+def forward(layers, act, x):
+    """Activation after every layer but the last."""
+    for layer in layers[:-1]:
+        x = act(layer(x))
+    return layers[-1](x)
+
+
+def build(cfg: Config, dim: int, rngs):
     from flax import nnx
 
     class MLP(nnx.Module):
         def __init__(self):
-            widths = [in_dim, *cfg.hidden, out_dim]
-            self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
             self.act = activation_fn(cfg.activation)
+            if cfg.latent is None:
+                self.layers = stack([dim, *cfg.hidden, dim], rngs)
+            else:
+                self.encoder = stack([dim, *cfg.hidden, cfg.latent], rngs)
+                self.decoder = stack([cfg.latent, *reversed(cfg.hidden), dim], rngs)
+
+        def encode(self, x):
+            return forward(self.encoder, self.act, x)
+
+        def decode(self, z):
+            return forward(self.decoder, self.act, z)
 
         def __call__(self, x):
-            for layer in self.layers[:-1]:
-                x = self.act(layer(x))
-            return self.layers[-1](x)
+            if cfg.latent is None:
+                return forward(self.layers, self.act, x)
+            return self.decode(self.encode(x))
 
     return MLP()

@@ -1,14 +1,14 @@
-"""Objectives, one module each (``Config`` + ``make(cfg, data) -> Objective``), in an explicit
-registry. Adding one = one new module, one line here and its test; the trainer, samplers and
-CLI never name an objective."""
+"""Objectives, one module each (``Config`` + ``make(cfg, data, model_cfg) -> Objective``), in an
+explicit registry. Adding one = one new module, one line here and its test (the registry
+contract test covers it automatically); the trainer, samplers and CLI never name an objective."""
 
 from __future__ import annotations
 
-from dsmcli.objectives import dsm, oracle
+from dsmcli.objectives import cae, dae, dsm, esm, ism, oracle, rcae, ssm
 from dsmcli.objectives.base import Objective
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (dsm, oracle)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (oracle, esm, ism, ssm, dsm, dae, cae, rcae)}
 
 
-def make(cfg, data) -> Objective:
-    return REGISTRY[cfg.kind].make(cfg, data)
+def make(cfg, data, model_cfg) -> Objective:
+    return REGISTRY[cfg.kind].make(cfg, data, model_cfg)

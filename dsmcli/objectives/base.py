@@ -1,43 +1,85 @@
-"""The interface every objective implements.
+"""The interface every objective implements, and how a network's output is read.
 
-An objective is built from its config section and the data set. It decides how the network's
-output is read (``output_dim``, ``score``, optionally ``energy``) and defines the training loss
-as a pure function of a network callable, a batch and a PRNG key, so that the generic trainer
-can differentiate it, jit it and fuse many steps with ``lax.scan``.
+An objective is built from its config section, the data set and the model config. It decides
+how the network is read:
+
+* ``mlp`` as a score s(x) (score objectives) or as a reconstruction r(x) (autoencoder
+  objectives, whose score read-out is (r(x) − x)/σ², Alain & Bengio 2014);
+* ``energy`` through s(x) = −∇ₓE(x) (the gradient of Σᵢ E(xᵢ): rows are independent);
+* ``tied_dae`` as a reconstruction, with Vincent's closed-form energy at the objective's σ;
+
+and rejects model kinds it cannot read (``MODELS``). The loss is a pure function of the merged
+network module, a batch, a PRNG key and the training set (on the device), so the generic
+trainer can differentiate it, jit it and fuse many steps with ``lax.scan``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from dsmcli.data.base import Dataset
+from dsmcli.errors import UserError
 
-Net = Callable[[Any], Any]
+SCORE_MODELS = ("mlp", "energy")
+RECONSTRUCTION_MODELS = ("mlp", "tied_dae")
 
 
 class Objective:
     trains: bool = True
+    MODELS: tuple[str, ...] = SCORE_MODELS
+    READS_RECONSTRUCTION: bool = False  # an ``mlp`` output is r(x), not s(x)
 
-    def __init__(self, cfg, data: Dataset):
+    def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg
         self.data = data
+        self.model_cfg = model_cfg
+        if model_cfg.kind not in self.MODELS:
+            raise UserError(
+                f"model.kind: '{model_cfg.kind}' cannot be used with objective.kind '{cfg.kind}' "
+                f"(allowed: {', '.join(self.MODELS)})"
+            )
 
-    def output_dim(self, dim: int) -> int:
-        """Width of the network output for data of dimension ``dim`` (default: a score)."""
-        return dim
+    @property
+    def model_kind(self) -> str:
+        return self.model_cfg.kind
 
-    def loss(self, net: Net, x, key) -> tuple[Any, dict]:
+    def readout_scale(self):
+        """The c in the score read-out (r(x) − x)/c of reconstruction models (σ² by default)."""
+        return self.cfg.sigma**2
+
+    def loss(self, model, x, key, train_set) -> tuple[Any, dict]:
         """Scalar loss on a batch ``x`` (B, D) and a dict of extra scalars to log."""
         raise NotImplementedError
 
-    def score(self, net: Net, x):
+    def score(self, model, x):
         """The model's estimate of ∇ₓ log p(x), row-wise ``(B, D)``."""
+        import jax
+        import jax.numpy as jnp
+
+        if self.model_kind == "energy":
+            return -jax.grad(lambda y: jnp.sum(model(y)))(x)
+        if self.model_kind == "tied_dae" or self.READS_RECONSTRUCTION:
+            return (model(x) - x) / self.readout_scale()
+        return model(x)
+
+    noise_conditional: bool = False  # score_at(model, x, sigma) exists
+
+    def score_at(self, model, x, sigma):
+        """s(x, σ): the score of the σ-smoothed density, for noise-conditional objectives."""
         raise NotImplementedError
+
+    def sigmas(self):
+        """The objective's own noise schedule σ₁ > … > σ_L (annealed sampling default), or None."""
+        return None
 
     @property
     def has_energy(self) -> bool:
-        return type(self).energy is not Objective.energy
+        return self.model_kind in ("energy", "tied_dae")
 
-    def energy(self, net: Net, x):
+    def energy(self, model, x):
         """An unnormalised −log p(x) ``(B,)`` where the parameterisation has one, else None."""
+        if self.model_kind == "energy":
+            return model(x)
+        if self.model_kind == "tied_dae":
+            return model.energy(x, self.cfg.sigma)
         return None

@@ -3,7 +3,9 @@
 J(θ) = ½ E_x E_ε ‖s_θ(x̃) + (x̃ − x)/σ²‖²,  x̃ = x + σε,  ε ~ N(0, I)
 
 mean over the batch, sum over dimensions (``dsmcli.losses.dsm``). Its minimiser is the score of
-the smoothed data density q_σ = p ⊛ N(0, σ²I), so small σ approximates ∇log p.
+the smoothed data density q_σ = p ⊛ N(0, σ²I), so small σ approximates ∇log p. Works with a score
+network (``mlp``), an energy network (s = −∇E) and the tied DAE read as (r(x̃) − x̃)/σ², for which
+J_DSM = J_DAE/(2σ⁴) exactly (Vincent 2010, §4).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 from pydantic import PositiveFloat
 
 from dsmcli import losses
-from dsmcli.objectives.base import Objective
+from dsmcli.objectives.base import SCORE_MODELS, Objective
 from dsmcli.section import Section
 
 
@@ -23,11 +25,10 @@ class Config(Section):
 
 
 class DSM(Objective):
-    def loss(self, net, x, key):
-        return losses.dsm(net, x, key, self.cfg.sigma), {}
+    MODELS = (*SCORE_MODELS, "tied_dae")
 
-    def score(self, net, x):
-        return net(x)
+    def loss(self, model, x, key, train_set):
+        return losses.dsm(lambda y: self.score(model, y), x, key, self.cfg.sigma), {}
 
 
 make = DSM

@@ -20,9 +20,10 @@ class Config(Section):
 
 class Oracle(Objective):
     trains = False
+    MODELS = ("mlp", "energy", "tied_dae")  # the network is ignored
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, data, model_cfg):
+        super().__init__(cfg, data, model_cfg)
         dens = data.density
         if dens is None:
             raise UserError(
@@ -39,13 +40,22 @@ class Oracle(Objective):
                 f"objective.sigma: data.kind '{data.kind}' has no closed-form smoothed density; use objective.sigma: 0"
             )
 
-    def loss(self, net, x, key):
+    def loss(self, model, x, key, train_set):
         raise RuntimeError("the oracle objective has no loss: it is not trained")
 
-    def score(self, net, x):
+    def score(self, model, x):
         return self.data.density.score(x, self.cfg.sigma)
 
-    def energy(self, net, x):
+    @property
+    def noise_conditional(self) -> bool:
+        return self.data.density.smoothable
+
+    def score_at(self, model, x, sigma):
+        return self.data.density.score(x, sigma)
+
+    has_energy = True
+
+    def energy(self, model, x):
         return -self.data.density.log_prob(x, self.cfg.sigma)
 
 

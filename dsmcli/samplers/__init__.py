@@ -1,8 +1,12 @@
-"""Samplers, one module each (``run(target, x0, key, cfg) -> (x, info)``), in an explicit
-registry. ``target`` gives ``score(x)`` and, for energy models, ``energy(x)``."""
+"""Samplers, one module each, in an explicit registry: ``check(target, cfg)`` raises a
+``UserError`` when the model cannot be sampled this way, ``run(target, x0, key, cfg) -> (x,
+info)`` runs every step inside one ``lax.scan``. ``target`` is a ``samplers.base.Target``."""
 
 from __future__ import annotations
 
-from dsmcli.samplers import langevin
+from dsmcli.samplers import ab_mh, annealed_langevin, langevin, mala
+from dsmcli.samplers.base import Target
 
-REGISTRY = {"langevin": langevin}
+REGISTRY = {"langevin": langevin, "mala": mala, "annealed_langevin": annealed_langevin, "ab_mh": ab_mh}
+
+__all__ = ["REGISTRY", "Target"]

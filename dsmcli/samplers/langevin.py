@@ -11,6 +11,10 @@ Roberts & Tweedie 1996; Song & Ermon 2019, eq. (4).
 from __future__ import annotations
 
 
+def check(target, cfg) -> None:
+    return None
+
+
 def run(target, x0, key, cfg):
     """Run ULA from ``x0`` (B, D) for ``cfg.steps`` steps; returns (x, {})."""
     import jax

@@ -1,0 +1,34 @@
+"""``energy``: a scalar energy network E_θ: ℝᴰ → ℝ (MLP with one output), returning ``(B,)``.
+
+Read by the objectives through s_θ(x) = −∇ₓE_θ(x), so the model defines an unnormalised density
+p_θ ∝ exp(−E_θ) usable by MALA and by ``kl_grid``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from dsmcli.models.mlp import ACTIVATIONS, activation_fn, forward, stack
+from dsmcli.section import Section
+
+
+class Config(Section):
+    kind: Literal["energy"] = "energy"
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
+    activation: Literal[ACTIVATIONS] = "softplus"
+
+
+def build(cfg: Config, dim: int, rngs):
+    from flax import nnx
+
+    class Energy(nnx.Module):
+        def __init__(self):
+            self.act = activation_fn(cfg.activation)
+            self.layers = stack([dim, *cfg.hidden, 1], rngs)
+
+        def __call__(self, x):
+            return forward(self.layers, self.act, x)[:, 0]
+
+    return Energy()

@@ -1,0 +1,52 @@
+"""``cae``: the contractive autoencoder of Rifai et al. (2011),
+
+J(θ) = E‖r_θ(x) − x‖² + λ E‖∂h_θ(x)/∂x‖²_F
+
+with the penalty on the *encoder* h only (mean over the batch, sum over dimensions). Needs a
+model with an encoder: ``mlp`` with ``latent``, or ``tied_dae``. By analogy with the RCAE
+(Alain & Bengio 2014, where the penalty is on r and λ = σ²) the score read-out is
+(r(x) − x)/λ; for the CAE this is a heuristic, not a theorem.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import PositiveFloat, PositiveInt
+
+from dsmcli import losses
+from dsmcli.errors import UserError
+from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
+from dsmcli.objectives.dae import reconstruction_error
+from dsmcli.section import Section
+
+
+class Config(Section):
+    kind: Literal["cae"] = "cae"
+    lam: PositiveFloat = 0.01
+    jacobian: Literal["exact", "hutchinson"] = "exact"
+    n_probes: PositiveInt = 1
+
+
+class CAE(Objective):
+    MODELS = RECONSTRUCTION_MODELS
+    READS_RECONSTRUCTION = True
+
+    def __init__(self, cfg, data, model_cfg):
+        super().__init__(cfg, data, model_cfg)
+        if model_cfg.kind == "mlp" and model_cfg.latent is None:
+            raise UserError("model.latent: objective.kind 'cae' penalises the encoder, so the mlp needs a "
+                            "bottleneck: set model.latent (e.g. 8), or use model.kind tied_dae")
+
+    def readout_scale(self):
+        return self.cfg.lam
+
+    def loss(self, model, x, key, train_set):
+        cfg = self.cfg
+        recon = reconstruction_error(model, x, x)
+        penalty = losses.jacobian_frobenius_sq(model.encode, x, key=key, estimator=cfg.jacobian,
+                                               n_probes=cfg.n_probes).mean()
+        return recon + cfg.lam * penalty, {"recon": recon, "contraction": penalty}
+
+
+make = CAE

@@ -1,0 +1,40 @@
+"""``rcae``: the reconstruction-contractive autoencoder of Alain & Bengio (2014),
+
+J(θ) = E‖r_θ(x) − x‖² + σ² E‖∂r_θ(x)/∂x‖²_F
+
+(mean over the batch, sum over dimensions). Its optimum satisfies r(x) − x = σ²∇log p(x) + o(σ²)
+(their Theorem 1), hence the score read-out s(x) = (r(x) − x)/σ². The Jacobian norm is exact
+(D forward-mode products) or a Hutchinson estimate (``jacobian: hutchinson``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import PositiveFloat, PositiveInt
+
+from dsmcli import losses
+from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
+from dsmcli.objectives.dae import reconstruction_error
+from dsmcli.section import Section
+
+
+class Config(Section):
+    kind: Literal["rcae"] = "rcae"
+    sigma: PositiveFloat = 0.1
+    jacobian: Literal["exact", "hutchinson"] = "exact"
+    n_probes: PositiveInt = 1
+
+
+class RCAE(Objective):
+    MODELS = RECONSTRUCTION_MODELS
+    READS_RECONSTRUCTION = True
+
+    def loss(self, model, x, key, train_set):
+        cfg = self.cfg
+        recon = reconstruction_error(model, x, x)
+        penalty = losses.jacobian_frobenius_sq(model, x, key=key, estimator=cfg.jacobian, n_probes=cfg.n_probes).mean()
+        return recon + cfg.sigma**2 * penalty, {"recon": recon, "contraction": penalty}
+
+
+make = RCAE
