@@ -145,11 +145,13 @@ def loss_overlay(path: Path, curves: dict) -> None:
             axes[0, 1].semilogy(*zip(*errs), "o-", lw=1.2, ms=3, label=name)
     axes[0, 0].set_xlabel("step")
     axes[0, 0].set_ylabel("training loss (each objective on its own scale)")
-    axes[0, 0].legend(fontsize=7)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=7)
     if has_err:
         axes[0, 1].set_xlabel("step")
         axes[0, 1].set_ylabel("score_error (held-out)")
-        axes[0, 1].legend(fontsize=7)
+        if axes[0, 1].get_legend_handles_labels()[0]:
+            axes[0, 1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
