@@ -131,11 +131,14 @@ def sample(
     record.update(sampling.sample_metrics(x, exp.data, seed))
     runs.MetricsLog(path / "samples" / "metrics.jsonl").append(record)
     title = f"{cfg.name}: {cfg.objective.kind}, {cfg.sample.kind} ({cfg.sample.steps} steps, ε={cfg.sample.step_size:g})"
-    plots.samples_plot(out.with_suffix(".png"), x, exp.data, title)
+    if exp.data.image_shape is not None:
+        plots.image_grid(out.with_suffix(".png"), x, exp.data.image_shape, title)
+    else:
+        plots.samples_plot(out.with_suffix(".png"), x, exp.data, title)
     return out, record
 
 
-def evaluate(run_dir: str | Path) -> tuple[Path, dict]:
+def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
     """Evaluation metrics of the newest checkpoint → ``eval.json`` (+ figures in ``plots/``)."""
     from dsmcli import evaluation
 
@@ -148,7 +151,8 @@ def evaluate(run_dir: str | Path) -> tuple[Path, dict]:
         if summary.get(key) is not None:
             result[key] = summary[key]
     runs.write_json(path / "eval.json", result)
-    evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read())
+    if figures:
+        evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read())
     return path / "eval.json", result
 
 

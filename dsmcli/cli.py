@@ -50,15 +50,21 @@ def _handled(fn):
     return wrapper
 
 
-def _table(rows: list[dict], columns: list[str], title: str | None = None) -> None:
+def _table(rows: list[dict], columns: list[str], title: str | None = None, vertical: bool | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    table = Table(title=title, show_edge=False, header_style="bold", title_justify="left")
+    if vertical if vertical is not None else len(rows) == 1:  # one record reads best as name/value pairs
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for c in columns:
+            table.add_row(c, _fmt(rows[0].get(c)))
+    else:
+        for c in columns:
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            table.add_row(*(_fmt(r.get(c)) for c in columns))
     Console(width=max(100, Console().width)).print(table)
 
 
@@ -168,7 +174,7 @@ def list_runs(
     if not rows:
         typer.echo(f"no runs under {root}")
         return
-    _table(rows, ["name", "version", "objective", "status", "steps", "loss", "score_error"], title=str(root))
+    _table(rows, ["name", "version", "objective", "status", "steps", "loss", "score_error"], title=str(root), vertical=False)
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ def evaluate_run(run_dir: Path, sample_section: dict | None) -> dict:
     for key in ("loss", "steps_per_sec", "wall_s", "compile_s"):
         if isinstance(summary.get(key), (int, float)):
             metrics[key] = summary[key]
-    _, result = api.evaluate(run_dir)
+    _, result = api.evaluate(run_dir, figures=False)  # the comparison draws its own panels
     metrics.update({k: v for k, v in result.items() if k != "step" and k not in metrics})
     overrides = [f"sample={json.dumps(sample_section)}"] if sample_section else []
     npz, record = api.sample(run_dir, overrides=overrides)

@@ -307,11 +307,13 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
     raw = copy.deepcopy(raw)
     _fill_default_kinds(raw)
     problems = _unknown_keys(raw)
-    if not problems:
-        try:
-            return ExperimentConfig.model_validate(raw)
-        except ValidationError as e:
-            problems = [_format_error(err, raw) for err in e.errors()]
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        problems += [_format_error(err, raw) for err in e.errors() if err["type"] != "extra_forbidden"]
+    else:
+        if not problems:
+            return cfg
     lines = "\n".join(f"  {p}" for p in dict.fromkeys(problems))
     raise UserError(f"invalid config {source}:\n{lines}")
 

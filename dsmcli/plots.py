@@ -33,7 +33,7 @@ def _grid(window, n: int):
     return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
 
 
-def _density_background(ax, data, window, n: int = 200):
+def _density_background(ax, data, window, n: int = 150):
     """Shade the exact log-density (clipped to 12 nats below its max) where known."""
     dens = data.density
     if dens is None or data.dim != 2:
@@ -153,5 +153,23 @@ def loss_overlay(path: Path, curves: dict) -> None:
         if axes[0, 1].get_legend_handles_labels()[0]:
             axes[0, 1].legend(fontsize=7)
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100) -> None:
+    """The first ``n`` rows of ``x`` drawn as images on a square grid (grey scale, shared range)."""
+    plt = _plt()
+    n = min(n, len(x))
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    lo, hi = np.percentile(x[:n], 1), np.percentile(x[:n], 99)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img in zip(axes.ravel(), x[:n]):
+        ax.imshow(np.clip(img.reshape(shape), lo, hi), cmap="gray_r", vmin=lo, vmax=hi)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
     fig.savefig(path)
     plt.close(fig)

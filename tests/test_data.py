@@ -26,7 +26,7 @@ def build(spec, n_train=400, n_test=100):
 
 
 def test_registry_is_covered():
-    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz"}
+    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz", "digits"}
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -117,3 +117,12 @@ def test_npz_reads_local_file_and_rejects_bad_ones(tmp_path):
         with pytest.raises(UserError, match="data.path") as e:
             data.build(bad)
         assert text in str(e.value)
+
+
+def test_digits_ship_with_scikit_learn_and_split_stratified():
+    ds = data.build(validate({"name": "t", "data": {"kind": "digits"}, "objective": {"kind": "dsm"}}, "t").data)
+    assert ds.x_train.shape[1] == 64 and len(ds.x_train) + len(ds.x_test) == 1797
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0 and ds.image_shape == (8, 8)
+    assert set(np.unique(ds.y_test)) == set(range(10)) and ds.density is None
+    std = data.build(validate({"name": "t", "data": {"kind": "digits", "scale": "standard"}, "objective": {"kind": "dsm"}}, "t").data)
+    np.testing.assert_allclose(std.x_train.mean(0), 0, atol=1e-4)

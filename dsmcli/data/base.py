@@ -58,6 +58,7 @@ class Dataset:
     density: Density | None = None
     bounds: tuple[tuple[float, float], ...] | None = field(default=None)
     report_modes: bool = False  # a mixture whose components are the modes (gmm), for mode_weights
+    image_shape: tuple[int, ...] | None = None  # rows are flattened images of this shape
 
     @property
     def dim(self) -> int:
