@@ -54,7 +54,15 @@ def train_config(cfg, *, runs_dir: str | None = None, argv: list[str] | None = N
     from dsmcli import experiment
     from dsmcli import train as trainer
 
+    from dsmcli import parallel
+
     exp = experiment.build(cfg)  # data and model errors surface before any directory exists
+    parallel.mesh(cfg.parallel, cfg.train.batch_size)  # device errors too (and multi-host start-up)
+    if not parallel.is_writer():  # other hosts compute, process 0 writes the run
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="dsm-worker-"))
+        return scratch, _guarded(trainer.train, exp, scratch, resume=False)
     run_dir = runs.allocate(runs.runs_root(runs_dir), cfg.name)
     runs.write_text(run_dir / "config.yaml", config_yaml(cfg))
     runs.write_json(run_dir / "meta.json", runs.meta(argv))

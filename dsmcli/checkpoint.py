@@ -32,10 +32,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _flatten(tree) -> dict[str, object]:
     import jax
-    import numpy as np
+
+    from dsmcli.parallel import to_host
 
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    return {jax.tree_util.keystr(path): to_host(leaf) for path, leaf in leaves}
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

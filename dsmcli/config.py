@@ -22,6 +22,7 @@ from dsmcli import models as model_registry
 from dsmcli import objectives as objective_registry
 from dsmcli import samplers as sampler_registry
 from dsmcli.errors import UserError
+from dsmcli.parallel import ParallelConfig
 from dsmcli.section import Section
 
 
@@ -172,6 +173,7 @@ class ExperimentConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

@@ -29,6 +29,7 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     import jax
     import jax.numpy as jnp
 
+    from dsmcli import parallel
     from dsmcli.samplers import REGISTRY, Target
 
     sampler = REGISTRY[sample_cfg.kind]
@@ -45,6 +46,8 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     n = sample_cfg.n
     x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
     batch = min(sample_cfg.batch or n, n)
+    mesh = parallel.mesh(exp.cfg.parallel)
+    shard = parallel.batch_sharded(mesh) if mesh.size > 1 and batch % mesh.size == 0 else None
     run = jax.jit(lambda x, k: sampler.run(target, x, k, sample_cfg))
     outs, infos = [], []
     for i, start in enumerate(range(0, n, batch)):
@@ -52,7 +55,10 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
         m = len(xb)
         if m < batch:
             xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch - m, 0)])
+        if shard is not None:  # particles split over the data axis; the score is row-wise
+            xb = jax.device_put(xb, shard)
         x, info = run(xb, jax.random.fold_in(key_run, i))
+        x = jax.block_until_ready(x)
         outs.append(x[:m])
         infos.append((m, info))
     x = np.asarray(jnp.concatenate(outs))

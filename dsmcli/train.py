@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dsmcli import checkpoint
+from dsmcli import checkpoint, parallel
 from dsmcli.evaluation import evaluate
 from dsmcli.errors import TrainingDiverged, TrainingInterrupted, UserError
 from dsmcli.runs import MetricsLog, read_json, write_json
@@ -28,7 +28,7 @@ from dsmcli.runs import MetricsLog, read_json, write_json
 class StepFunction:
     """Builds and caches the compiled ``scan`` over ``length`` training steps."""
 
-    def __init__(self, exp, tx):
+    def __init__(self, exp, tx, mesh=None):
         import jax
         import jax.numpy as jnp
         import optax
@@ -43,6 +43,8 @@ class StepFunction:
             key_batch, key_loss = jax.random.split(jax.random.fold_in(base_key, step))
             idx = jax.random.randint(key_batch, (batch_size,), 0, x_train.shape[0])
             x = x_train[idx]
+            if mesh is not None and mesh.size > 1:
+                x = jax.lax.with_sharding_constraint(x, parallel.batch_sharded(mesh))
 
             def loss_fn(params):
                 return objective.loss(exp.net(params), x, key_loss, x_train)
@@ -127,6 +129,8 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     from dsmcli import optim
 
     cfg = exp.cfg
+    mesh = parallel.mesh(cfg.parallel, cfg.train.batch_size)
+    writer = parallel.is_writer()
     total = cfg.train.steps if exp.objective.trains else 0
     tx = optim.build(cfg.optim, total)
     lr_at = optim.schedule(cfg.optim, total)
@@ -139,14 +143,19 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
         restored = checkpoint.restore_latest(run_dir, state)
         if restored is not None:
             step, state = restored
-        log.truncate_after(step)
+        if writer:
+            log.truncate_after(step)
     if step > total:
         raise UserError(f"train.steps: the run is already at step {step}; pass train.steps larger than that to continue")
 
-    summary = {"status": "running", "steps": step, "objective": cfg.objective.kind}
-    write_json(run_dir / "summary.json", summary)
-    x_train = jax.device_put(np.asarray(exp.data.x_train))
-    step_fn = StepFunction(exp, tx)
+    summary = {"status": "running", "steps": step, "objective": cfg.objective.kind, "devices": mesh.size}
+    save = (lambda s, st: checkpoint.save(run_dir, s, st, cfg.train.keep_checkpoints)) if writer else (lambda s, st: None)
+    write_summary = (lambda: write_json(run_dir / "summary.json", summary)) if writer else (lambda: None)
+    append = log.append if writer else (lambda record: None)
+    write_summary()
+    state = jax.device_put(state, parallel.replicated(mesh))
+    x_train = jax.device_put(np.asarray(exp.data.x_train), parallel.replicated(mesh))
+    step_fn = StepFunction(exp, tx, mesh)
     every = cfg.train.log_every
     t_start = time.perf_counter()
     last: dict = {}
@@ -163,11 +172,11 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             **{k: v for k, v in last.items() if k not in ("step", "steps_per_sec", "compile_s", "wall_s")},
             **extra,
         )
-        write_json(run_dir / "summary.json", summary)
+        write_summary()
         return summary
 
     if not checkpoint.checkpoints(run_dir):
-        checkpoint.save(run_dir, step, state, cfg.train.keep_checkpoints)  # step 0: sample/eval work at once
+        save(step, state)  # step 0: sample/eval work at once
 
     with _stop_on_signals() as signals, _progress() as bar:
         task = bar.add_task("train", total=total, completed=step, loss="-", rate="-")
@@ -208,10 +217,10 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
                 record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
             if step % cfg.train.eval_every == 0 or step == total:
                 record.update(evaluate(exp, state["params"]))
-            log.append(record)
+            append(record)
             last = record
             if step % cfg.train.ckpt_every == 0 or step == total or signals:
-                checkpoint.save(run_dir, step, state, cfg.train.keep_checkpoints)
+                save(step, state)
             bar.update(task, completed=step, loss=f"{record['loss']:.4g}", rate=f"{record['steps_per_sec'] or 0:.0f}")
             if signals:
                 signum = signals[0]
