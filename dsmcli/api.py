@@ -95,7 +95,10 @@ def _guarded(fn, exp, run_dir: Path, **kw):
     except BaseException as e:
         summary = runs.read_json(run_dir / "summary.json", {}) or {}
         summary.update(status="failed", error=f"{type(e).__name__}: {e}")
-        runs.write_json(run_dir / "summary.json", summary)
+        try:
+            runs.write_json(run_dir / "summary.json", summary)
+        except OSError:
+            pass  # e.g. the disk that is full: the original error is the one to report
         raise
 
 

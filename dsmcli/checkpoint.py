@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -54,15 +55,18 @@ def save(run_dir: Path, step: int, state, keep: int) -> Path:
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     payload = serialization.msgpack_serialize(_flatten(state))
     with open(tmp / "state.msgpack", "wb") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+    if os.environ.get("DSM_TEST_KILL_DURING_CHECKPOINT") == str(step):  # fault injection for the tests
+        os.kill(os.getpid(), signal.SIGKILL)
     manifest = {"step": step, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     with open(tmp / "manifest.json", "w") as f:
         json.dump(manifest, f)

@@ -7,6 +7,7 @@ commands that compute, so ``dsm --help`` and ``dsm runs`` stay instant.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Annotated, Optional
@@ -22,6 +23,9 @@ app = typer.Typer(
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides (dotted keys, YAML values).", show_default=False)]
 RunsDir = Annotated[Optional[str], typer.Option("--runs-dir", help="Output root (default: $DSM_RUNS, else ./runs).")]
+
+
+USER_FS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM}
 
 
 def _err(message: str) -> None:
@@ -46,6 +50,12 @@ def _handled(fn):
         except TrainingInterrupted as e:
             _err(str(e))
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno not in USER_FS_ERRORS:
+                raise
+            _err(f"cannot write '{e.filename or '?'}': {e.strerror} (free space or permissions of the runs "
+                 f"directory; nothing written earlier was changed)")
+            raise typer.Exit(2) from None
 
     return wrapper
 

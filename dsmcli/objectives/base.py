@@ -81,5 +81,5 @@ class Objective:
         if self.model_kind == "energy":
             return model(x)
         if self.model_kind == "tied_dae":
-            return model.energy(x, self.cfg.sigma)
+            return model.energy(x, self.readout_scale() ** 0.5)  # consistent with (r − x)/readout_scale
         return None

@@ -34,7 +34,9 @@ def parzen_score(x, centers, sigma):
     import jax
     import jax.numpy as jnp
 
-    sq = jnp.sum(x**2, -1)[:, None] - 2 * x @ centers.T + jnp.sum(centers**2, -1)[None]
+    shift = jnp.mean(centers, 0)  # expand ‖x − c‖² around the data's centre: float32 keeps its precision
+    xc, cc = x - shift, centers - shift
+    sq = jnp.sum(xc**2, -1)[:, None] - 2 * xc @ cc.T + jnp.sum(cc**2, -1)[None]
     w = jax.nn.softmax(-sq / (2 * sigma**2), axis=-1)
     return (w @ centers - x) / sigma**2
 
