@@ -149,7 +149,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-COLUMNS = ("score_error", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "acceptance", "kl_grid",
+COLUMNS = ("score_error", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+           "kl_grid",
            "loss", "steps_per_sec", "wall_s")
 
 
@@ -166,7 +167,8 @@ def _cell(m: dict | None) -> str:
 
 def table_columns(table: list[dict]) -> list[str]:
     present = {k for row in table for k in row["metrics"]}
-    return [c for c in COLUMNS if c in present]  # everything else is in comparison.json
+    escaped = any(row["metrics"].get("escaped_fraction", {}).get("mean") for row in table)
+    return [c for c in COLUMNS if c in present and (c != "escaped_fraction" or escaped)]  # the rest: comparison.json
 
 
 def markdown(table: list[dict], title: str) -> str:

@@ -139,3 +139,21 @@ def test_kl_grid_against_the_closed_form_for_shifted_gaussians():
     bounds = ((-7.0, 7.0), (-7.0, 7.0))
     assert kl_grid(log_p, energy, bounds) == pytest.approx(0.5 * delta @ delta, rel=1e-3)
     assert kl_grid(log_p, lambda x: -log_p(x), bounds) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sample_metrics_count_escaped_particles_and_keep_going():
+    """Particles that diverged (inf, NaN, or far beyond the data) are reported, excluded from MMD
+    and SW2, and count as mass on no mode in the mode-weight total variation."""
+    exp, _ = oracle_experiment({"kind": "gmm", "means": [[-3.0, 0.0], [3.0, 0.0]], "weights": [0.5, 0.5],
+                                "n_train": 100, "n_test": 400})
+    rng = np.random.default_rng(0)
+    good = exp.data.x_test[:300]
+    x = np.concatenate([good, np.full((50, 2), np.inf), np.full((50, 2), 1e30, np.float32)])
+    m = sampling.sample_metrics(x, exp.data, 0)
+    assert m["escaped_fraction"] == 0.25
+    assert sum(m["mode_weights"]) == pytest.approx(0.75)
+    w = np.asarray(m["mode_weights"])
+    assert m["mode_weight_error"] == pytest.approx(0.5 * (np.abs(w - 0.5).sum() + 0.25))
+    assert np.isfinite(m["mmd"]) and np.isfinite(m["sliced_w2"])
+    collapsed = np.concatenate([np.zeros((900, 2), np.float32), rng.normal(size=(10, 2)).astype(np.float32)])
+    assert np.isfinite(sampling.sample_metrics(collapsed, exp.data, 0)["mmd"])  # pooled median 0: data median
