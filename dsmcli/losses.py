@@ -141,15 +141,35 @@ def _score_and_quadratic_forms(
     return s, jnp.sum(v * jv, axis=-1)
 
 
+def _score_and_divergence(score_fn: ScoreFn, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``s(x)`` and the exact ``tr ∇ₓ s(xᵢ)`` from one linearisation and ``D`` tangent products."""
+    _, dim = x.shape
+    s, jvp_fn = jax.linearize(score_fn, x)
+    _check_out(s, x)
+
+    def diagonal_column(d: jax.Array) -> jax.Array:
+        e = (jnp.arange(dim) == d).astype(x.dtype)
+        return jnp.take(jvp_fn(jnp.broadcast_to(e, x.shape)), d, axis=1)
+
+    dims = jnp.arange(dim)
+    if dim <= _DIVERGENCE_CHUNK:
+        per_dim = jax.vmap(diagonal_column)(dims)
+    else:
+        per_dim = jax.lax.map(diagonal_column, dims, batch_size=_DIVERGENCE_CHUNK)
+    return s, jnp.sum(per_dim, axis=0)
+
+
 def divergence_exact(score_fn: ScoreFn, x: ArrayLike) -> jax.Array:
     """Exact divergence ``tr ∇ₓ s(xᵢ)`` of a row-wise score function, for every row.
 
     Because ``score_fn`` acts row by row, its Jacobian on the batch is block diagonal, so a single
     forward-mode product with the tangent ``e_d`` broadcast to all rows yields column ``d`` of every
-    row's Jacobian; ``tr ∇ₓ s(xᵢ) = Σ_d (J e_d)ᵢ,d``. This costs ``D`` jvps of the batched function
-    (each ``O(B·D)`` memory) and never forms a ``D×D`` Jacobian. The ``D`` directions are
-    vmapped in chunks of ``_DIVERGENCE_CHUNK`` via ``jax.lax.map`` (a single vmap when ``D`` is
-    at most the chunk size), which was the fastest layout measured on CPU.
+    row's Jacobian; ``tr ∇ₓ s(xᵢ) = Σ_d (J e_d)ᵢ,d``. The function is linearised once
+    (``jax.linearize``: the primal pass is shared) and the ``D`` tangent products are mapped in
+    chunks of ``_DIVERGENCE_CHUNK`` (``jax.lax.map``; one vmap when ``D`` is at most the chunk),
+    each ``O(B·D)`` memory; no ``D×D`` Jacobian is formed. Measured under ``jax.grad`` of ISM with
+    an MLP 2→128→128→2, B = 512 (2 CPU cores): 7.2 ms/step against 14.5 ms for separate jvps and
+    8.7 ms for per-row ``jacfwd``; at D = 64 (B = 512): 298 vs 420 vs 331 ms.
 
     Args:
         score_fn: row-wise function ``(B, D) -> (B, D)``.
@@ -161,20 +181,7 @@ def divergence_exact(score_fn: ScoreFn, x: ArrayLike) -> jax.Array:
     Raises:
         ValueError: if ``x`` is not a 2-D float array or ``score_fn`` changes the shape.
     """
-    x = _check_x(x)
-    _, dim = x.shape
-
-    def diagonal_column(d: jax.Array) -> jax.Array:
-        e = (jnp.arange(dim) == d).astype(x.dtype)
-        _, jv = jax.jvp(score_fn, (x,), (jnp.broadcast_to(e, x.shape),))
-        return jnp.take(_check_out(jv, x), d, axis=1)
-
-    dims = jnp.arange(dim)
-    if dim <= _DIVERGENCE_CHUNK:
-        per_dim = jax.vmap(diagonal_column)(dims)
-    else:
-        per_dim = jax.lax.map(diagonal_column, dims, batch_size=_DIVERGENCE_CHUNK)
-    return jnp.sum(per_dim, axis=0)
+    return _score_and_divergence(score_fn, _check_x(x))[1]
 
 
 def noisy(x: ArrayLike, key: ArrayLike, sigma: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -264,8 +271,7 @@ def ism(
     x = _check_x(x)
     _check_choice("estimator", estimator, ESTIMATORS)
     if estimator == "exact":
-        s = _score(score_fn, x)
-        trace = divergence_exact(score_fn, x)
+        s, trace = _score_and_divergence(score_fn, x)
     else:
         n_probes = _check_count("n_probes", n_probes)
         if key is None:
@@ -391,10 +397,11 @@ def jacobian_frobenius_sq(
         _, jvp_fn = jax.linearize(fn, x)
         return jnp.mean(jnp.sum(jax.vmap(jvp_fn)(v) ** 2, axis=-1), axis=0)
 
+    _, jvp_fn = jax.linearize(fn, x)
+
     def column_norm_sq(d: jax.Array) -> jax.Array:
         e = (jnp.arange(dim) == d).astype(x.dtype)
-        _, jv = jax.jvp(fn, (x,), (jnp.broadcast_to(e, x.shape),))
-        return jnp.sum(jv**2, axis=-1)
+        return jnp.sum(jvp_fn(jnp.broadcast_to(e, x.shape)) ** 2, axis=-1)
 
     dims = jnp.arange(dim)
     if dim <= _DIVERGENCE_CHUNK:
