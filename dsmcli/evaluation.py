@@ -59,4 +59,12 @@ def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:
             fields["true ∇log p"] = exp.data.density.score
         plots.score_field_plot(out_dir / "score_field.png", fields, exp.data)
         written.append(out_dir / "score_field.png")
+        energy = exp.energy_fn(params)
+        if energy is not None:
+            panels = {f"learned exp(−E) ({exp.cfg.model.kind})": lambda x: -energy(x)}
+            if exp.data.density is not None:
+                sigma = 0.0 if exp.data.has_score else 0.05
+                panels["true density"] = lambda x: exp.data.density.log_prob(x, sigma)
+            plots.density_plot(out_dir / "density.png", panels, exp.data)
+            written.append(out_dir / "density.png")
     return written

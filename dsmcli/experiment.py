@@ -34,6 +34,13 @@ class Experiment:
             return None
         return lambda x, sigma: self.objective.score_at(self.net(params), x, sigma)
 
+    def decoder(self, params):
+        """(decode, latent size) for models with a bottleneck, else (None, None)."""
+        latent = getattr(self.cfg.model, "latent", None)
+        if latent is None:
+            return None, None
+        return (lambda z: self.net(params).decode(z)), latent
+
     def energy_fn(self, params):
         if not self.objective.has_energy:
             return None

@@ -173,3 +173,24 @@ def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n:
     fig.tight_layout(pad=0.2)
     fig.savefig(path)
     plt.close(fig)
+
+
+def density_plot(path: Path, log_densities: dict, data, n: int = 150) -> None:
+    """Heatmaps of normalised log-densities on the plotting window (one panel per entry), e.g.
+    the learned exp(−E_θ)/Z beside the true density; each normalised on the grid."""
+    import jax
+    from jax.scipy.special import logsumexp
+
+    plt = _plt()
+    window = _window(data)
+    gx, gy, pts = _grid(window, n)
+    fig, axes = plt.subplots(1, len(log_densities), figsize=(5 * len(log_densities), 4.6), dpi=110, squeeze=False)
+    for ax, (title, fn) in zip(axes[0], log_densities.items()):
+        lp = np.asarray(jax.jit(lambda p, fn=fn: fn(p) - logsumexp(fn(p)))(pts)).reshape(gx.shape)
+        lp = np.maximum(lp, np.nanmax(lp) - 12)
+        im = ax.imshow(lp, origin="lower", extent=window, cmap="viridis", aspect="equal")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="log density (grid-normalised)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -34,7 +34,10 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
 
     sampler = REGISTRY[sample_cfg.kind]
     sigmas = exp.objective.sigmas()
+    decode, latent = exp.decoder(params)
     target = Target(
+        decode=decode,
+        latent_dim=latent,
         score=exp.score_fn(params),
         score_at=exp.score_at_fn(params),
         energy=exp.energy_fn(params),

@@ -157,3 +157,22 @@ def test_sample_metrics_count_escaped_particles_and_keep_going():
     assert np.isfinite(m["mmd"]) and np.isfinite(m["sliced_w2"])
     collapsed = np.concatenate([np.zeros((900, 2), np.float32), rng.normal(size=(10, 2)).astype(np.float32)])
     assert np.isfinite(sampling.sample_metrics(collapsed, exp.data, 0)["mmd"])  # pooled median 0: data median
+
+
+def test_ancestral_decodes_prior_draws_and_needs_a_decoder():
+    import jax
+
+    from dsmcli.errors import UserError
+
+    data = {"kind": "gmm", "means": [[0.0, 0.0, 0.0]], "n_train": 64, "n_test": 64}
+    raw = {"name": "t", "data": data, "objective": {"kind": "dae"}, "model": {"kind": "mlp", "hidden": [8], "latent": 2},
+           "sample": {"kind": "ancestral", "n": 50}}
+    cfg = validate(raw, "t")
+    exp = experiment.build(cfg)
+    x, _ = sampling.draw(exp, exp.params, cfg.sample, seed=0)
+    z = jax.random.normal(jax.random.fold_in(jax.random.split(jax.random.key(0))[1], 0), (50, 2))
+    np.testing.assert_allclose(x, np.asarray(exp.net(exp.params).decode(z)), rtol=1e-6)
+    cfg = validate({**raw, "model": {"kind": "mlp", "hidden": [8]}}, "t")
+    exp = experiment.build(cfg)
+    with pytest.raises(UserError, match="has no decoder"):
+        sampling.draw(exp, exp.params, cfg.sample, seed=0)

@@ -4,9 +4,9 @@ info)`` runs every step inside one ``lax.scan``. ``target`` is a ``samplers.base
 
 from __future__ import annotations
 
-from dsmcli.samplers import ab_mh, annealed_langevin, langevin, mala
+from dsmcli.samplers import ab_mh, ancestral, annealed_langevin, langevin, mala
 from dsmcli.samplers.base import Target
 
-REGISTRY = {"langevin": langevin, "mala": mala, "annealed_langevin": annealed_langevin, "ab_mh": ab_mh}
+REGISTRY = {"langevin": langevin, "mala": mala, "annealed_langevin": annealed_langevin, "ab_mh": ab_mh, "ancestral": ancestral}
 
 __all__ = ["REGISTRY", "Target"]

@@ -18,6 +18,8 @@ class Target:
     score_at: Callable | None = None
     energy: Callable | None = None
     sigmas: tuple[float, ...] | None = None
+    decode: Callable | None = None
+    latent_dim: int | None = None
     description: str = "this model"
 
 
