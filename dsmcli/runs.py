@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from dsmcli.errors import UserError
 
 VERSION_RE = re.compile(r"^v(\d{3,})$")
@@ -155,6 +153,17 @@ def latest(root: Path, name: str) -> Path | None:
     return root / name / f"v{versions[-1]:03d}" if versions else None
 
 
+def _objective_from_config(path: Path) -> str:
+    """Fallback for runs without a summary yet (parsing YAML is the slow part of ``dsm runs``)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        return str(cfg.get("objective", {}).get("kind", "?"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "?"
+
+
 def list_runs(root: Path) -> list[dict]:
     """One row per run directory under ``root``: name, version, objective, status, steps, metrics."""
     rows = []
@@ -167,11 +176,7 @@ def list_runs(root: Path) -> list[dict]:
                 continue
             summary = read_json(path / "summary.json", {}) or {}
             evaluation = read_json(path / "eval.json", {}) or {}
-            try:
-                cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
-                objective = str(cfg.get("objective", {}).get("kind", "?"))
-            except (OSError, yaml.YAMLError, AttributeError):
-                objective = "?"
+            objective = summary.get("objective") or _objective_from_config(path)
             rows.append(
                 {
                     "name": parent.name,

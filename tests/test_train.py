@@ -135,7 +135,8 @@ def test_optimisers_and_schedules_train(tmp_path, runs_dir):
     assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < 1e-4  # warm-up done at 10, cosine to 0 at 40
 
 
-def test_sigterm_stops_cleanly_with_checkpoint_and_exit_143(tmp_path, runs_dir):
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signals_stop_cleanly_with_checkpoint_and_exit_code(tmp_path, runs_dir, signame, code):
     import signal
     import subprocess
     import sys
@@ -148,10 +149,10 @@ def test_sigterm_stops_cleanly_with_checkpoint_and_exit_143(tmp_path, runs_dir):
     deadline = time.time() + 120
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "interrupted by SIGTERM" in err and "dsm train --resume" in err
+    assert proc.returncode == code, err
+    assert f"interrupted by {signame}" in err and "dsm train --resume" in err
     summary = json.loads((runs_dir / "long" / "v001" / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert checkpoint.checkpoints(runs_dir / "long" / "v001")[-1][0] == summary["steps"]
