@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,  # an internal error (exit 1) prints a plain traceback
     help="Score matching and the autoencoders that learn scores: train, sample, evaluate, compare.",
 )
 

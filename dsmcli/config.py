@@ -101,6 +101,7 @@ class TrainConfig(Section):
     keep_checkpoints: PositiveInt = 3
     on_nonfinite: Literal["stop", "skip_step"] = "stop"
     eval_batch: PositiveInt = 4096
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # evaluate/sample with an EMA of the parameters
 
     @model_validator(mode="after")
     def _multiples(self):
@@ -307,6 +308,10 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: an experiment config must be a YAML mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
+    objective_kind = raw.get("objective", {}).get("kind") if isinstance(raw.get("objective"), dict) else None
+    default_model = getattr(objective_registry.REGISTRY.get(objective_kind), "make", None)
+    if "model" not in raw and getattr(default_model, "DEFAULT_MODEL", None):
+        raw["model"] = {"kind": default_model.DEFAULT_MODEL}  # e.g. ncsn → a noise-conditional network
     _fill_default_kinds(raw)
     problems = _unknown_keys(raw)
     try:

@@ -37,6 +37,7 @@ class StepFunction:
         base_key = jax.random.key(cfg.seed)
         batch_size = cfg.train.batch_size
         skip_nonfinite = cfg.train.on_nonfinite == "skip_step"
+        ema_decay = cfg.train.ema_decay
         objective = exp.objective
 
         def one_step(state, x_train, step):
@@ -54,6 +55,8 @@ class StepFunction:
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
             new = {"params": params, "opt_state": opt_state}
+            if ema_decay is not None:
+                new["ema"] = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state["ema"], params)
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             if skip_nonfinite:
                 new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
@@ -134,7 +137,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     total = cfg.train.steps if exp.objective.trains else 0
     tx = optim.build(cfg.optim, total)
     lr_at = optim.schedule(cfg.optim, total)
-    state = {"params": exp.params, "opt_state": tx.init(exp.params)}
+    state = initial_state(exp, tx)
     log = MetricsLog(run_dir / "metrics.jsonl")
     step = 0
     previous = read_json(run_dir / "summary.json", {}) if resume else {}
@@ -216,7 +219,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             if step_fn.compile_s > compile_before:
                 record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
             if step % cfg.train.eval_every == 0 or step == total:
-                record.update(evaluate(exp, state["params"]))
+                record.update(evaluate(exp, eval_params(state)))
             append(record)
             last = record
             if step % cfg.train.ckpt_every == 0 or step == total or signals:
@@ -229,18 +232,33 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
                 raise TrainingInterrupted(f"training interrupted by {name} at step {step}; resume with "
                                           f"dsm train --resume {run_dir}", signum)
     if total == 0 or "score_error" not in last:
-        last = {**last, **evaluate(exp, state["params"])}
+        last = {**last, **evaluate(exp, eval_params(state))}
     return finish("completed")
 
 
+def initial_state(exp, tx) -> dict:
+    """Parameters, optimiser state and (with ``train.ema_decay``) the parameter EMA."""
+    state = {"params": exp.params, "opt_state": tx.init(exp.params)}
+    if exp.cfg.train.ema_decay is not None:
+        import jax
+        import jax.numpy as jnp
+
+        state["ema"] = jax.tree.map(jnp.copy, exp.params)  # own buffers: the state is donated
+    return state
+
+
+def eval_params(state: dict):
+    """The parameters evaluated and sampled: the EMA where there is one."""
+    return state.get("ema", state["params"])
+
+
 def load_state(exp, run_dir: Path):
-    """(step, params) of the newest verified checkpoint of ``run_dir`` for ``exp``."""
+    """(step, evaluated parameters) of the newest verified checkpoint of ``run_dir``."""
     from dsmcli import optim
 
-    tx = optim.build(exp.cfg.optim, exp.cfg.train.steps)
-    target = {"params": exp.params, "opt_state": tx.init(exp.params)}
+    target = initial_state(exp, optim.build(exp.cfg.optim, exp.cfg.train.steps))
     restored = checkpoint.restore_latest(run_dir, target)
     if restored is None:
         raise UserError(f"RUN_DIR: '{run_dir}' has no complete checkpoint to load")
     step, state = restored
-    return step, state["params"]
+    return step, eval_params(state)

@@ -36,8 +36,9 @@ def build(kind, extra, dim, seed=0):
 
 
 def outputs(model, kind, extra, x):
-    """Every array the model exposes: __call__, and encode/energy where it has them."""
-    out = {"call": model(x)}
+    """Every array the model exposes: __call__ (at σ = 0.7 for noise-conditional networks), and
+    encode/energy where it has them."""
+    out = {"call": model(x, 0.7) if getattr(model, "noise_conditional", False) else model(x)}
     if kind == "tied_dae" or extra.get("latent"):
         out["encode"] = model.encode(x)
     if extra.get("latent"):
@@ -77,6 +78,7 @@ def test_model_shapes_seeds_and_row_independence(kind, extra, dim):
         "mlp": {"call": (B, dim), **({"encode": (B, extra["latent"]), "decode": (B, dim)} if "latent" in extra else {})},
         "energy": {"call": (B,)},
         "tied_dae": {"call": (B, dim), "encode": (B, 12), "energy": (B,)},
+        "ncsn_mlp": {"call": (B, dim)},
     }.get(kind)
     if expected is not None:
         assert {k: v.shape for k, v in out.items()} == expected

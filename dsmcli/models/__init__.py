@@ -5,9 +5,9 @@ energy, a reconstruction) and rejects kinds it cannot read."""
 
 from __future__ import annotations
 
-from dsmcli.models import energy, mlp, tied_dae
+from dsmcli.models import energy, mlp, ncsn_mlp, tied_dae
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied_dae)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied_dae, ncsn_mlp)}
 DEFAULT_KIND = "mlp"
 
 

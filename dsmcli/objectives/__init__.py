@@ -4,10 +4,10 @@ contract test covers it automatically); the trainer, samplers and CLI never name
 
 from __future__ import annotations
 
-from dsmcli.objectives import cae, dae, dsm, esm, ism, oracle, rcae, ssm
+from dsmcli.objectives import cae, dae, dsm, esm, ism, ncsn, oracle, rcae, ssm
 from dsmcli.objectives.base import Objective
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (oracle, esm, ism, ssm, dsm, dae, cae, rcae)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn)}
 
 
 def make(cfg, data, model_cfg) -> Objective:
