@@ -141,7 +141,9 @@ def sample(
     record = {"step": step, "file": out.name, "sampler": cfg.sample.kind, "n": cfg.sample.n, "seed": seed, **info}
     record.update(sampling.sample_metrics(x, exp.data, seed))
     runs.MetricsLog(path / "samples" / "metrics.jsonl").append(record)
-    title = f"{cfg.name}: {cfg.objective.kind}, {cfg.sample.kind} ({cfg.sample.steps} steps, ε={cfg.sample.step_size:g})"
+    title = f"{cfg.name}: {cfg.objective.kind}, {cfg.sample.kind}"
+    if cfg.sample.kind != "ancestral":
+        title += f" ({cfg.sample.steps} steps, ε={cfg.sample.step_size:g})"
     if exp.data.image_shape is not None:
         plots.image_grid(out.with_suffix(".png"), x, exp.data.image_shape, title)
     else:

@@ -39,7 +39,7 @@ class Experiment:
         latent = getattr(self.cfg.model, "latent", None)
         if latent is None:
             return None, None
-        return (lambda z: self.net(params).decode(z)), latent
+        return (lambda z: self.objective.decode_mean(self.net(params), z)), latent
 
     def energy_fn(self, params):
         if not self.objective.has_energy:
@@ -58,6 +58,6 @@ def build(cfg) -> Experiment:
     setup()
     dataset = data.build(cfg.data)
     objective = objectives.make(cfg.objective, dataset, cfg.model)
-    model = models.build(cfg.model, dataset.dim, nnx.Rngs(params=cfg.seed))
+    model = models.build(cfg.model, dataset.dim, nnx.Rngs(params=cfg.seed), **objective.model_options())
     graphdef, params = nnx.split(model)
     return Experiment(cfg, dataset, objective, graphdef, params)

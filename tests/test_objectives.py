@@ -162,6 +162,8 @@ def _uses_key(obj_cfg) -> bool:
         return obj_cfg.estimator != "exact"
     if kind in ("rcae", "cae"):
         return obj_cfg.jacobian != "exact"
+    if kind in ("ae", "sparse_ae"):
+        return False
     return True
 
 
@@ -170,7 +172,7 @@ def _contract_cases():
         cls = objective_class(objectives.REGISTRY[kind])
         for settings in [{}, *VARIANTS.get(kind, [])]:
             for model_kind in cls.MODELS:
-                extra = {"latent": 2} if (kind == "cae" and model_kind == "mlp") else {}
+                extra = {"latent": 2} if (cls.NEEDS_LATENT and model_kind == "mlp") else {}
                 tag = "-".join(f"{k}={v}" for k, v in settings.items())
                 yield pytest.param({"kind": kind, **settings}, tiny_model(model_kind, **extra),
                                    id=f"{kind}{'[' + tag + ']' if tag else ''}-{model_kind}")

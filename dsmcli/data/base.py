@@ -59,6 +59,7 @@ class Dataset:
     bounds: tuple[tuple[float, float], ...] | None = field(default=None)
     report_modes: bool = False  # a mixture whose components are the modes (gmm), for mode_weights
     image_shape: tuple[int, ...] | None = None  # rows are flattened images of this shape
+    holdout_class: int | None = None  # a class absent from training (anomaly detection)
 
     @property
     def dim(self) -> int:

@@ -21,6 +21,7 @@ class Config(Section):
     scale: Literal["unit", "standard"] = "unit"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: NonNegativeInt = 0
+    holdout_class: int | None = Field(None, ge=0, le=9)  # removed from training (anomaly detection)
 
 
 def build(cfg: Config) -> Dataset:
@@ -36,4 +37,7 @@ def build(cfg: Config) -> Dataset:
     if cfg.scale == "standard":
         mean, std = x_train.mean(0), x_train.std(0) + 1e-3
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    return Dataset("digits", x_train, x_test, y_train, y_test, image_shape=(8, 8))
+    if cfg.holdout_class is not None:
+        keep = y_train != cfg.holdout_class
+        x_train, y_train = x_train[keep], y_train[keep]
+    return Dataset("digits", x_train, x_test, y_train, y_test, image_shape=(8, 8), holdout_class=cfg.holdout_class)

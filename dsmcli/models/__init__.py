@@ -11,5 +11,7 @@ REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied
 DEFAULT_KIND = "mlp"
 
 
-def build(cfg, dim: int, rngs):
-    return REGISTRY[cfg.kind].build(cfg, dim, rngs)
+def build(cfg, dim: int, rngs, **options):
+    """``options`` are requests of the objective that a network kind may accept (e.g.
+    ``stochastic_encoder`` for the VAE family)."""
+    return REGISTRY[cfg.kind].build(cfg, dim, rngs, **options)

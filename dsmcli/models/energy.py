@@ -20,7 +20,7 @@ class Config(Section):
     activation: Literal[ACTIVATIONS] = "softplus"
 
 
-def build(cfg: Config, dim: int, rngs):
+def build(cfg: Config, dim: int, rngs, **options):
     from flax import nnx
 
     class Energy(nnx.Module):

@@ -3,7 +3,9 @@
 Without ``latent`` it is D → hidden… → D: read as a score s(x) by the score-matching
 objectives, or as a reconstruction r(x) by the autoencoder objectives. With ``latent: K`` it is
 an autoencoder: ``encode`` D → hidden… → K (linear code) and ``decode`` K → reversed(hidden)… → D,
-and ``__call__ = decode ∘ encode``.
+and ``__call__ = decode ∘ encode``. With ``stochastic_encoder`` (asked for by the VAE objectives)
+the encoder outputs 2K numbers, the mean and log-variance of q(z|x) (``encode_stats``), and
+``encode`` returns the mean.
 """
 
 from __future__ import annotations
@@ -44,20 +46,27 @@ def forward(layers, act, x):
     return layers[-1](x)
 
 
-def build(cfg: Config, dim: int, rngs):
+def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False):
     from flax import nnx
+
+    k = cfg.latent
 
     class MLP(nnx.Module):
         def __init__(self):
             self.act = activation_fn(cfg.activation)
-            if cfg.latent is None:
+            if k is None:
                 self.layers = stack([dim, *cfg.hidden, dim], rngs)
             else:
-                self.encoder = stack([dim, *cfg.hidden, cfg.latent], rngs)
-                self.decoder = stack([cfg.latent, *reversed(cfg.hidden), dim], rngs)
+                self.encoder = stack([dim, *cfg.hidden, 2 * k if stochastic_encoder else k], rngs)
+                self.decoder = stack([k, *reversed(cfg.hidden), dim], rngs)
+
+        def encode_stats(self, x):
+            """(mean, log-variance) of q(z|x) (stochastic encoder only)."""
+            out = forward(self.encoder, self.act, x)
+            return out[:, :k], out[:, k:]
 
         def encode(self, x):
-            return forward(self.encoder, self.act, x)
+            return forward(self.encoder, self.act, x)[:, :k]
 
         def decode(self, z):
             return forward(self.decoder, self.act, z)

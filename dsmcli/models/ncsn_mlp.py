@@ -21,7 +21,7 @@ class Config(Section):
     activation: Literal[ACTIVATIONS] = "softplus"
 
 
-def build(cfg: Config, dim: int, rngs):
+def build(cfg: Config, dim: int, rngs, **options):
     import jax.numpy as jnp
     from flax import nnx
 

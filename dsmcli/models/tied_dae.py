@@ -25,7 +25,7 @@ class Config(Section):
     init_scale: PositiveFloat = 1.0  # W ~ N(0, init_scale² / D)
 
 
-def build(cfg: Config, dim: int, rngs):
+def build(cfg: Config, dim: int, rngs, **options):
     import jax
     import jax.numpy as jnp
     from flax import nnx

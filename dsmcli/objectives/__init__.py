@@ -4,10 +4,12 @@ contract test covers it automatically); the trainer, samplers and CLI never name
 
 from __future__ import annotations
 
-from dsmcli.objectives import cae, dae, dsm, esm, ism, ncsn, oracle, rcae, ssm
+from dsmcli.objectives import ae, beta_vae, cae, dae, dsm, esm, ism, ncsn, oracle, pca, rcae, sparse_ae, ssm, vae, wae
 from dsmcli.objectives.base import Objective
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (
+    oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn, ae, sparse_ae, vae, beta_vae, wae, pca
+)}
 
 
 def make(cfg, data, model_cfg) -> Objective:

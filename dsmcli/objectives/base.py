@@ -28,6 +28,7 @@ class Objective:
     trains: bool = True
     MODELS: tuple[str, ...] = SCORE_MODELS
     READS_RECONSTRUCTION: bool = False  # an ``mlp`` output is r(x), not s(x)
+    NEEDS_LATENT: bool = False  # an ``mlp`` must have a ``latent`` bottleneck
 
     def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg
@@ -42,6 +43,24 @@ class Objective:
     @property
     def model_kind(self) -> str:
         return self.model_cfg.kind
+
+    def model_options(self) -> dict:
+        """Requests to the network builder (e.g. ``stochastic_encoder=True`` for a VAE)."""
+        return {}
+
+    has_score: bool = True  # the objective defines a score read-out (autoencoders for codes do not)
+
+    def encode(self, model, x):
+        """Codes for the downstream tasks (probe, clustering), where the model has an encoder."""
+        return model.encode(x)
+
+    def reconstruct(self, model, x):
+        """The model's reconstruction r(x), for models that reconstruct."""
+        return model(x)
+
+    def decode_mean(self, model, z):
+        """Decoder output for latent ``z`` (ancestral sampling), for models with a decoder."""
+        return model.decode(z)
 
     def readout_scale(self):
         """The c in the score read-out (r(x) − x)/c of reconstruction models (σ² by default)."""

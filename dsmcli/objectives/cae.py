@@ -31,6 +31,7 @@ class Config(Section):
 class CAE(Objective):
     MODELS = RECONSTRUCTION_MODELS
     READS_RECONSTRUCTION = True
+    NEEDS_LATENT = True  # for the mlp: the penalty is on its encoder
 
     def __init__(self, cfg, data, model_cfg):
         super().__init__(cfg, data, model_cfg)
