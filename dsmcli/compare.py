@@ -149,7 +149,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-COLUMNS = ("score_error", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+COLUMNS = ("score_error", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
            "kl_grid",
            "loss", "steps_per_sec", "wall_s")
 

@@ -97,6 +97,10 @@ def sample_metrics(x: np.ndarray, data, seed: int) -> dict:
             med = sm.median_pairwise_distance(data.x_test[:half], data.x_test[half:], key=key)
             out["mmd"] = sm.mmd_fixed(xs, data.x_test, np.asarray([0.1, 0.2, 0.5, 1, 2, 5]) * med)
         out["sliced_w2"] = sm.sliced_w2(xs, data.x_test, key=key)
+    if data.image_shape is not None and data.y_train is not None and len(xs) >= 2:
+        from dsmcli.fd import fd_metrics
+
+        out.update(fd_metrics(xs, data))
     if data.report_modes:
         true = np.asarray(data.density.component_weights)
         counts = np.zeros(len(true))

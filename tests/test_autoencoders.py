@@ -115,3 +115,20 @@ def test_autoencoders_need_a_bottleneck_and_have_no_score():
 
     with pytest.raises(UserError, match="has no score read-out; sample it with sample.kind ancestral"):
         sampling.draw(exp, exp.params, cfg, seed=0)
+
+
+def test_frechet_distance_closed_form_and_floor():
+    """FD between N(μ₁, Σ₁) and N(μ₂, Σ₂) samples → ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½); with
+    Σ₁ = I, Σ₂ = 4I in D dims that is ‖δ‖² + D(1 + 4 − 4) = ‖δ‖² + D."""
+    from dsmcli.fd import fd_metrics, frechet_distance
+
+    rng = np.random.default_rng(0)
+    d, delta = 4, np.array([1.0, 0.0, 2.0, 0.0])
+    f1, f2 = rng.normal(size=(200_000, d)), delta + 2 * rng.normal(size=(200_000, d))
+    assert frechet_distance(f1, f2) == pytest.approx(delta @ delta + d, rel=0.01)
+    assert abs(frechet_distance(f1, rng.normal(size=(200_000, d)))) < 0.01
+    exp = build({"kind": "ae"})
+    m = fd_metrics(exp.data.x_test, exp.data)
+    assert m["fd"] == pytest.approx(0.0, abs=1e-6) and m["fd_floor"] > 0
+    noise = fd_metrics(np.random.default_rng(1).uniform(size=exp.data.x_test.shape).astype(np.float32), exp.data)
+    assert noise["fd"] > 10 * m["fd_floor"]

@@ -26,7 +26,7 @@ def build(spec, n_train=400, n_test=100):
 
 
 def test_registry_is_covered():
-    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz", "digits"}
+    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz", "digits", "mnist"}
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -126,3 +126,38 @@ def test_digits_ship_with_scikit_learn_and_split_stratified():
     assert set(np.unique(ds.y_test)) == set(range(10)) and ds.density is None
     std = data.build(validate({"name": "t", "data": {"kind": "digits", "scale": "standard"}, "objective": {"kind": "dsm"}}, "t").data)
     np.testing.assert_allclose(std.x_train.mean(0), 0, atol=1e-4)
+
+
+def write_idx(path, array):
+    import gzip
+    import struct
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_local_idx_files_and_npz(tmp_path):
+    from dsmcli.errors import UserError
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (30, 28, 28)), "y_train": rng.integers(0, 10, 30),
+              "x_test": rng.integers(0, 256, (10, 28, 28)), "y_test": rng.integers(0, 10, 10)}
+    stems = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte.gz",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    for k, stem in stems.items():
+        write_idx(tmp_path / stem, arrays[k])
+    cfg = validate({"name": "t", "data": {"kind": "mnist", "path": str(tmp_path), "limit_train": 20},
+                    "objective": {"kind": "dsm"}}, "t").data
+    ds = data.build(cfg)
+    assert ds.x_train.shape == (20, 784) and ds.x_test.shape == (10, 784) and ds.image_shape == (28, 28)
+    np.testing.assert_allclose(ds.x_train[0], arrays["x_train"][0].ravel() / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+    np.savez(tmp_path / "m.npz", **{k: v.astype(np.uint8) for k, v in arrays.items()})
+    assert data.build(cfg.model_copy(update={"path": str(tmp_path / "m.npz")})).x_test.shape == (10, 784)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03garbage")
+    with pytest.raises(UserError, match="bad magic number"):
+        data.build(cfg)
+    with pytest.raises(UserError, match="neither a directory of MNIST IDX files nor an .npz"):
+        data.build(cfg.model_copy(update={"path": str(tmp_path / "nothing")}))
