@@ -27,6 +27,20 @@ def _window(data, extra: np.ndarray | None = None):
     return x0, x1, y0, y1
 
 
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _frame(ax, window, title: str, fontsize: int) -> None:
+    """Data-plane axes: the plotting window, equal aspect, a title."""
+    ax.set_xlim(window[0], window[1])
+    ax.set_ylim(window[2], window[3])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=fontsize)
+
+
 def _grid(window, n: int):
     x0, x1, y0, y1 = window
     gx, gy = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
@@ -55,14 +69,9 @@ def samples_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
     _density_background(ax, data, window)
     shown = samples[:5000, :2]
     ax.scatter(*shown.T, s=2, c="tab:red", alpha=0.5, label=f"samples ({len(samples)})")
-    ax.set_xlim(window[0], window[1])
-    ax.set_ylim(window[2], window[3])
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=10)
+    _frame(ax, window, title, 10)
     ax.legend(loc="upper right", fontsize=8, markerscale=4)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def score_field_plot(path: Path, fields: dict, data, n: int = 21) -> None:
@@ -79,14 +88,9 @@ def score_field_plot(path: Path, fields: dict, data, n: int = 21) -> None:
         norm = np.linalg.norm(s, axis=1, keepdims=True)
         u = s / np.maximum(norm, 1e-12) * np.log1p(norm)  # compress the dynamic range
         ax.quiver(gx, gy, u[:, 0].reshape(gx.shape), u[:, 1].reshape(gx.shape), color="tab:red", width=0.004)
-        ax.set_xlim(window[0], window[1])
-        ax.set_ylim(window[2], window[3])
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=10)
+        _frame(ax, window, title, 10)
     fig.suptitle("score fields (arrow length ∝ log(1 + ‖s‖))", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def loss_plot(path: Path, records: list[dict], title: str) -> None:
@@ -104,9 +108,7 @@ def loss_plot(path: Path, records: list[dict], title: str) -> None:
         axes[0, 1].semilogy(s, e, "o-", lw=1.2)
         axes[0, 1].set_xlabel("step")
         axes[0, 1].set_ylabel("score_error (held-out)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
@@ -122,13 +124,8 @@ def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
     for ax, (title, x) in zip(axes.ravel(), samples.items()):
         _density_background(ax, data, window)
         ax.scatter(*x[:3000, :2].T, s=1.5, c="tab:red", alpha=0.5)
-        ax.set_xlim(window[0], window[1])
-        ax.set_ylim(window[2], window[3])
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        _frame(ax, window, title, 9)
+    _save(plt, fig, path)
 
 
 def loss_overlay(path: Path, curves: dict) -> None:
@@ -152,9 +149,7 @@ def loss_overlay(path: Path, curves: dict) -> None:
         axes[0, 1].set_ylabel("score_error (held-out)")
         if axes[0, 1].get_legend_handles_labels()[0]:
             axes[0, 1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100) -> None:
@@ -191,6 +186,4 @@ def density_plot(path: Path, log_densities: dict, data, n: int = 150) -> None:
         im = ax.imshow(lp, origin="lower", extent=window, cmap="viridis", aspect="equal")
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046, label="log density (grid-normalised)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)

@@ -18,25 +18,6 @@ def check(target, cfg) -> None:
 
 
 def run(target, x0, key, cfg):
-    import jax
-    import jax.numpy as jnp
+    from dsmcli.samplers.base import metropolised_langevin
 
-    from dsmcli.samplers.base import langevin_proposal, log_q
-
-    eps = cfg.step_size
-
-    def step(carry, t):
-        x, s_x, accepted = carry
-        k_prop, k_acc = jax.random.split(jax.random.fold_in(key, t))
-        x_new, _ = langevin_proposal(target, x, k_prop, eps)
-        s_new = target.score(x_new)
-        log_p_diff = 0.5 * jnp.sum((x_new - x) * (s_x + s_new), -1)
-        log_ratio = log_p_diff + log_q(x, x_new, s_new, eps) - log_q(x_new, x, s_x, eps)
-        accept = jnp.log(jax.random.uniform(k_acc, log_ratio.shape)) < log_ratio
-        x = jnp.where(accept[:, None], x_new, x)
-        s_x = jnp.where(accept[:, None], s_new, s_x)
-        return (x, s_x, accepted + accept), None
-
-    init = (x0, target.score(x0), jnp.zeros(x0.shape[0]))
-    (x, _, accepted), _ = jax.lax.scan(step, init, jnp.arange(cfg.steps))
-    return x, {"acceptance": jnp.mean(accepted) / cfg.steps}
+    return metropolised_langevin(target, x0, key, cfg, exact_energy=False)

@@ -8,7 +8,7 @@ Needs an energy: the oracle, ``model.kind: energy`` or ``tied_dae``.
 
 from __future__ import annotations
 
-from dsmcli.samplers.base import langevin_proposal, log_q, require
+from dsmcli.samplers.base import metropolised_langevin, require
 
 
 def check(target, cfg) -> None:
@@ -18,22 +18,4 @@ def check(target, cfg) -> None:
 
 
 def run(target, x0, key, cfg):
-    import jax
-    import jax.numpy as jnp
-
-    eps = cfg.step_size
-
-    def step(carry, t):
-        x, e_x, accepted = carry
-        k_prop, k_acc = jax.random.split(jax.random.fold_in(key, t))
-        x_new, s_x = langevin_proposal(target, x, k_prop, eps)
-        s_new, e_new = target.score(x_new), target.energy(x_new)
-        log_ratio = e_x - e_new + log_q(x, x_new, s_new, eps) - log_q(x_new, x, s_x, eps)
-        accept = jnp.log(jax.random.uniform(k_acc, log_ratio.shape)) < log_ratio
-        x = jnp.where(accept[:, None], x_new, x)
-        e_x = jnp.where(accept, e_new, e_x)
-        return (x, e_x, accepted + accept), None
-
-    init = (x0, target.energy(x0), jnp.zeros(x0.shape[0]))
-    (x, _, accepted), _ = jax.lax.scan(step, init, jnp.arange(cfg.steps))
-    return x, {"acceptance": jnp.mean(accepted) / cfg.steps}
+    return metropolised_langevin(target, x0, key, cfg, exact_energy=True)
