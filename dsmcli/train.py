@@ -162,6 +162,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     every = cfg.train.log_every
     t_start = time.perf_counter()
     last: dict = {}
+    evaluated_at = None
     trained_steps, train_time = 0, 0.0
 
     def finish(status: str, **extra) -> dict:
@@ -203,23 +204,26 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             step += length
             trained_steps += length
             train_time += dt
+            finite = metrics["finite"]
+            finite_mean = lambda v: float(np.mean(v[finite])) if finite.any() else float("nan")  # noqa: E731
             record = {
                 "step": step,
-                "loss": float(np.mean(metrics["loss"][metrics["finite"]])) if metrics["finite"].any() else float("nan"),
-                "grad_norm": float(np.mean(metrics["grad_norm"][metrics["finite"]])) if metrics["finite"].any() else float("nan"),
+                "loss": finite_mean(metrics["loss"]),
+                "grad_norm": finite_mean(metrics["grad_norm"]),
                 "lr": float(lr_at(step)),
                 "steps_per_sec": round(length / dt, 2) if dt > 0 else None,
                 "wall_s": round(wall_before + time.perf_counter() - t_start, 3),
             }
             for k, v in metrics.items():
                 if k not in ("loss", "grad_norm", "finite"):
-                    record[k] = float(np.mean(v))
+                    record[k] = finite_mean(v)
             if len(bad):
                 record["skipped_steps"] = int(len(bad))
             if step_fn.compile_s > compile_before:
                 record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
             if step % cfg.train.eval_every == 0 or step == total:
                 record.update(evaluate(exp, eval_params(state)))
+                evaluated_at = step
             append(record)
             last = record
             if step % cfg.train.ckpt_every == 0 or step == total or signals:
@@ -231,7 +235,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
                 finish("interrupted", stopped_by=name)
                 raise TrainingInterrupted(f"training interrupted by {name} at step {step}; resume with "
                                           f"dsm train --resume {run_dir}", signum)
-    if total == 0 or "score_error" not in last:
+    if evaluated_at != step:  # nothing trained in this call (oracle, pca, or already done)
         last = {**last, **evaluate(exp, eval_params(state))}
     return finish("completed")
 
