@@ -85,19 +85,21 @@ def _training_identity(cfg_dict: dict) -> str:
 
 
 def find_reusable(root: Path, cfg) -> Path | None:
-    """A completed run under ``root`` whose resolved training config equals ``cfg``'s."""
-    import yaml
+    """A completed run under ``root`` whose training config equals ``cfg``'s. Each run's saved
+    config is re-validated first, so keys added (with defaults) since it ran do not count as a
+    difference."""
+    from dsmcli.config import read_yaml_file, validate
 
     want = _training_identity(cfg.to_dict())
     for row in runs.list_runs(root):
-        if row["status"] != "completed":
-            continue
+        if row["status"] != "completed" or row["objective"] != cfg.objective.kind:
+            continue  # cheap checks before parsing and validating the config
         path = Path(row["path"])
         try:
-            have = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(have, dict) and _training_identity(have) == want:
+            have = validate(read_yaml_file(path / "config.yaml"), str(path)).to_dict()
+        except UserError:
+            continue  # a run of an older, incompatible schema
+        if _training_identity(have) == want:
             return path
     return None
 
