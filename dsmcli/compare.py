@@ -224,6 +224,8 @@ def figures(out_dir: Path, rows: list[dict]) -> None:
     fields = {}
     for v, r in firsts.items():
         exp = experiment.build(load_experiment(Path(r["run_dir"]) / "config.yaml"))
+        if not exp.objective.has_score:
+            continue
         _, params = load_state(exp, Path(r["run_dir"]))
         fields[v] = exp.score_fn(params)
     if exp0.data.has_score:

@@ -94,7 +94,7 @@ def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:
     if records:
         plots.loss_plot(out_dir / "loss.png", records, f"{exp.cfg.name}: {exp.cfg.objective.kind}")
         written.append(out_dir / "loss.png")
-    if exp.data.dim == 2:
+    if exp.data.dim == 2 and exp.objective.has_score:
         fields = {f"learned ({exp.cfg.objective.kind})": exp.score_fn(params)}
         if exp.data.has_score:
             fields["true ∇log p"] = exp.data.density.score

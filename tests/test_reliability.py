@@ -71,7 +71,9 @@ def kill_and_resume(tmp_path, config, name, *, after_lines=None, delay=None, env
             if lines >= after_lines:
                 break
             time.sleep(0.02)
-    elif delay is not None:
+    elif delay is not None:  # a moment after the run started (not after the process: start-up time varies)
+        while time.time() < deadline and proc.poll() is None and not (run_dir / "summary.json").exists():
+            time.sleep(0.02)
         time.sleep(delay)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
@@ -214,8 +216,9 @@ def test_eight_concurrent_trainings_get_eight_versions_and_runs_listing_never_cr
     while any(p.poll() is None for p in procs):
         listing = dsm("runs", "--runs-dir", runs, timeout=60)
         assert listing.returncode == 0, listing.stderr
-    assert all(p.returncode == 0 for p in procs)
-    dirs = sorted(p.stdout.strip().splitlines()[-1] for p in procs)
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1000:] for _, err in outs]
+    dirs = sorted(out.strip().splitlines()[-1] for out, _ in outs)
     assert [Path(d).name for d in dirs] == [f"v{i:03d}" for i in range(1, 9)]
     for d in dirs:
         assert json.loads((Path(d) / "summary.json").read_text())["status"] == "completed"
