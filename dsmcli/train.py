@@ -151,7 +151,8 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     if step > total:
         raise UserError(f"train.steps: the run is already at step {step}; pass train.steps larger than that to continue")
 
-    summary = {"status": "running", "steps": step, "objective": cfg.objective.kind, "devices": mesh.size}
+    kept = {k: v for k, v in previous.items() if k not in ("error", "stopped_by")}  # final metrics survive a no-op resume
+    summary = {**kept, "status": "running", "steps": step, "objective": cfg.objective.kind, "devices": mesh.size}
     save = (lambda s, st: checkpoint.save(run_dir, s, st, cfg.train.keep_checkpoints)) if writer else (lambda s, st: None)
     write_summary = (lambda: write_json(run_dir / "summary.json", summary)) if writer else (lambda: None)
     append = log.append if writer else (lambda record: None)

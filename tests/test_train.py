@@ -183,3 +183,10 @@ def test_every_objective_trains_from_yaml_on_digits(tmp_path, runs_dir, kind):
     _, summary = api.train(cfg, runs_dir=str(runs_dir))
     assert summary["status"] == "completed" and np.isfinite(summary["loss"])
     assert "score_error" not in summary  # no closed-form score for real data
+
+
+def test_resuming_a_completed_run_keeps_its_summary(tiny_config, runs_dir):
+    run_dir, before = api.train(tiny_config, runs_dir=str(runs_dir))
+    _, after = api.resume(run_dir)
+    for key in ("loss", "score_error", "steps", "status"):
+        assert after[key] == before[key]
