@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticData(Section):

@@ -108,3 +108,9 @@ def test_malformed_yaml_names_line(tmp_path):
 def test_bad_override_syntax(tiny_config):
     assert "expected KEY=VALUE" in error_of(tiny_config, ["optim.lr"])
     assert "'optim.lr' is not a section" in error_of(tiny_config, ["optim.lr.x=1"])
+
+
+def test_nan_and_inf_are_rejected_everywhere():
+    msg = error_of(base(data={"kind": "gmm", "means": [[0, 0]], "stds": [float("nan")]},
+                        optim={"lr": float("inf")}))
+    assert "data.stds" in msg and "optim.lr" in msg and "finite number" in msg
