@@ -74,15 +74,20 @@ def samples_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
     _save(plt, fig, path)
 
 
-def score_field_plot(path: Path, fields: dict, data, n: int = 21) -> None:
-    """One quiver panel per named score function over the density (2-D data only)."""
+def score_field_plot(path: Path, fields: dict, data, n: int = 21, ncols: int = 4) -> None:
+    """One quiver panel per named score function over the density (2-D data only), on a grid
+    of at most ``ncols`` columns."""
     import jax
 
     plt = _plt()
     window = _window(data)
     gx, gy, pts = _grid(window, n)
-    fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 5), dpi=110, squeeze=False)
-    for ax, (title, fn) in zip(axes[0], fields.items()):
+    cols = min(ncols, len(fields))
+    rows = -(-len(fields) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel()[len(fields):]:
+        ax.set_visible(False)
+    for ax, (title, fn) in zip(axes.ravel(), fields.items()):
         _density_background(ax, data, window)
         s = np.asarray(jax.jit(fn)(pts))
         norm = np.linalg.norm(s, axis=1, keepdims=True)
