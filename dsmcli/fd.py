@@ -54,11 +54,18 @@ def features(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    import warnings
+
     from scipy import linalg
 
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    root, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    with warnings.catch_warnings():  # singular products (collapsed samples, dead units) are expected
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(root).all():  # the usual FID remedy: a small ridge on both covariances
+            eps = 1e-6 * np.eye(len(s1))
+            root = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * np.real(root)))
 
 
