@@ -47,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks.common import loadavg  # noqa: E402
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
@@ -192,39 +194,13 @@ class Runner:
         return 1e3 * statistics.median(self.seconds)
 
 
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def machine() -> dict:
+    """The shared machine description plus the JAX backend and devices."""
     import jax
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        info["affinity_cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info["jax_backend"] = jax.default_backend()
-    info["devices"] = [str(d) for d in jax.devices()]
-    versions = {}
-    for mod in ("jax", "jaxlib", "optax", "numpy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001 - report, don't fail
-            versions[mod] = f"n/a ({type(e).__name__})"
-    info["versions"] = versions
-    return info
+    from benchmarks.common import machine_info
 
+    return {**machine_info(), "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)

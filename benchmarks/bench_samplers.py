@@ -69,6 +69,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks.common import loadavg  # noqa: E402
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
@@ -262,41 +264,13 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def machine() -> dict:
+    """The shared machine description plus the JAX backend and devices."""
     import jax
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        info["affinity_cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_gib"] = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    info["jax_backend"] = jax.default_backend()
-    versions = {}
-    for mod in ("jax", "jaxlib", "torch", "numpy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception as e:  # noqa: BLE001 - report, don't fail
-            versions[mod] = f"n/a ({type(e).__name__})"
-    info["versions"] = versions
-    return info
+    from benchmarks.common import machine_info
 
+    return {**machine_info(), "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
 
 def bench_size(n: int, steps: int, rounds: int) -> dict:
     total_steps = steps * N_SIGMAS
