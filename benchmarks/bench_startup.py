@@ -66,10 +66,57 @@ def dsm_cache_all() -> list[str]:
     return [sys.executable, "-c", _CACHE_ALL]
 
 
+# Where the time to the first metrics line goes: the same ``dsm train`` with timestamps taken at
+# the boundaries of its phases (module-level wrappers, nothing in dsmcli is changed), written to
+# stderr as one ``BENCH_MARKS {...}`` line when the first metrics line is appended.
+_BREAKDOWN = """
+import json, sys, time
+T = {}
+def mark(k):
+    T.setdefault(k, time.time())
+mark("interpreter up")
+import dsmcli.cli
+mark("dsmcli.cli imported (typer, rich)")
+import jax
+mark("jax imported")
+import flax.nnx, optax
+mark("flax + optax imported")
+import dsmcli.experiment as ex, dsmcli.train as tr, dsmcli.runs as rn
+_build = ex.build
+def build(cfg):
+    mark("config validated")
+    e = _build(cfg)
+    mark("experiment built (data + model init)")
+    return e
+ex.build = build
+_call = tr.StepFunction.__call__
+def call(self, *a, **k):
+    mark("trainer set up (optimizer state, step-0 checkpoint)")
+    r = _call(self, *a, **k)
+    mark("step function traced + compiled/loaded from cache")
+    return r
+tr.StepFunction.__call__ = call
+_append = rn.MetricsLog.append
+def append(self, record):
+    _append(self, record)
+    if "first metrics line written" not in T:
+        mark("first metrics line written")
+        print("BENCH_MARKS " + json.dumps(T), file=sys.stderr, flush=True)
+rn.MetricsLog.append = append
+sys.argv = ["dsm", *sys.argv[1:]]
+dsmcli.cli.main()
+"""
+
+
+def dsm_breakdown() -> list[str]:
+    return [sys.executable, "-c", _BREAKDOWN]
+
+
 def first_step(config: Path, cache_dir: Path, runs_dir: Path, timeout: float = 300.0, exe: list[str] | None = None) -> dict:
     """Seconds from ``Popen`` of ``dsm train`` to the first line of its ``metrics.jsonl`` (the
     first fused dispatch of ``log_every`` steps done), then the run is stopped with SIGTERM."""
     env = {**os.environ, "DSM_COMPILE_CACHE": str(cache_dir)}
+    wall0 = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [*(exe or dsm_exe()), "train", "--config", str(config), "--runs-dir", str(runs_dir)],
@@ -100,7 +147,13 @@ def first_step(config: Path, cache_dir: Path, runs_dir: Path, timeout: float = 3
             _, err = proc.communicate()
     if elapsed is None:
         return {"error": f"no metrics line (exit {proc.returncode}): {err.decode(errors='replace')[-300:]}"}
+    marks = None
+    for line in err.decode(errors="replace").splitlines():
+        if line.startswith("BENCH_MARKS "):
+            raw = json.loads(line[len("BENCH_MARKS "):])
+            marks = {k: round(v - wall0, 3) for k, v in sorted(raw.items(), key=lambda kv: kv[1])}
     return {
+        **({"phases_s_since_popen": marks} if marks else {}),
         "first_metrics_s": elapsed,
         "first_step": record.get("step"),
         "compile_s": record.get("compile_s"),
@@ -112,6 +165,7 @@ def time_to_first_step(config: Path, pairs: int = 1, what_if: bool = True) -> di
     """``pairs`` × (cold run with an empty cache dir, then warm run reusing it); with ``what_if``
     also the same pair through :data:`_CACHE_ALL` (every compilation cached)."""
     variants = {"cold": [], "warm": []}
+    breakdown: list | None = [] if what_if else None
     if what_if:
         variants.update({"cold, cache all (what-if)": [], "warm, cache all (what-if)": []})
     for _ in range(pairs):
@@ -122,6 +176,8 @@ def time_to_first_step(config: Path, pairs: int = 1, what_if: bool = True) -> di
                 tmp = Path(tmp)
                 variants["cold" + tag].append(first_step(config, tmp / "cache", tmp / "runs_cold", exe=exe))
                 variants["warm" + tag].append(first_step(config, tmp / "cache", tmp / "runs_warm", exe=exe))
+                if exe is None and breakdown is not None:  # a third, timestamped warm run
+                    breakdown.append(first_step(config, tmp / "cache", tmp / "runs_marks", exe=dsm_breakdown()))
 
     def summary(rows):
         ok = [r["first_metrics_s"] for r in rows if "first_metrics_s" in r]
@@ -132,4 +188,5 @@ def time_to_first_step(config: Path, pairs: int = 1, what_if: bool = True) -> di
         return out
 
     return {"config": str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
-            **{k: summary(v) for k, v in variants.items()}}
+            **{k: summary(v) for k, v in variants.items()},
+            **({"warm_breakdown": breakdown} if breakdown else {})}

@@ -1,9 +1,11 @@
-"""The benchmark suite behind ``make bench``: one table on stdout, ``benchmarks/results.json``.
+"""The benchmark suite behind ``make bench``: tables on stdout, ``benchmarks/results.json``,
+one summary line per full run appended to ``benchmarks/results_history.jsonl``.
 
 Every figure that is compared is a ratio of two measurements taken side by side in this
 process run. Throughput contenders are interleaved round by round (``--rounds``), so a burst of
-load from other processes on the machine hits all of them alike; each reports its best round
-(and the median). Sections:
+load from other processes on the machine hits all of them alike; each reports its best round,
+the median, and (where it can be measured) steps per CPU-second of this process, which is far
+less sensitive to other jobs' load than wall clock. Sections:
 
 1. training throughput, DSM (σ = 0.1, Adam lr 1e-3), SMALL (2-D mixture, MLP 2→128→128→2,
    B = 512) and LARGE (784-D mixture, MLP 784→1024→1024→784, B = 256):
@@ -11,13 +13,19 @@ load from other processes on the machine hits all of them alike; each reports it
        in-process persistent compile cache off: ``DSM_COMPILE_CACHE=0``),
    (b) a bare JAX reference (params pytree, ``jax.jit`` + ``lax.scan`` of 100 steps),
    (b') the trainer's own compiled scan (``dsmcli.train.StepFunction``) driven by the bare loop,
-   (c) PyTorch eager (2 threads; 1 thread as a supplementary row) and ``torch.compile``,
-   (d) the ``jnp.dot`` 2048×2048 float32 rate and the LARGE model's achieved GFLOP/s;
+   (c) PyTorch eager (2 threads; 1 thread and ``OMP_WAIT_POLICY=PASSIVE`` as supplementary
+       rows) and ``torch.compile``,
+   (d) the ``jnp.dot`` 2048×2048 float32 rate (sampled 3x per round) and the LARGE model's
+       achieved GFLOP/s (3 x forward FLOPs) and fraction of that rate;
 2. start-up: ``dsm --help``, ``dsm runs`` (median of 5) and time to the first metrics line of
-   the quickstart config with a cold and a warm persistent compilation cache;
-3. a ``jax.profiler`` breakdown of the compiled step by op category (bare JAX vs trainer).
+   the quickstart config with a cold and a warm persistent compilation cache, a what-if with
+   every compilation cached, and a timestamped breakdown of a warm start;
+3. a ``jax.profiler`` breakdown of the compiled step by op category (bare JAX, trainer) and a
+   ``torch.profiler`` one of the PyTorch step;
+4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA flag.
 
-``--quick`` runs one round with small step counts and skips ``torch.compile`` (a smoke check).
+``--quick`` runs one round with small step counts and skips ``torch.compile``, the profile and
+the ablations (a smoke check, written to ``benchmarks/results_quick.json``).
 """
 
 from __future__ import annotations
@@ -327,10 +335,17 @@ def render(results: dict) -> str:
     for k, label in (("dsm --help", "dsm --help < 0.3 s"), ("dsm runs --runs-dir <empty>", "dsm runs < 0.3 s")):
         d = st["cli"].get(k, {})
         add(f"| `{k}` | {_f(d.get('median_s'), '{:.3f}')} s | {_f(d.get('best_s'), '{:.3f}')} s | < 0.3 s | {mark(label)} |")
-    for k in [k for k in st["first_step"] if k != "config"]:
+    for k in [k for k in st["first_step"] if k not in ("config", "warm_breakdown")]:
         d = st["first_step"].get(k, {})
         comp = [x.get("compile_s") for x in d.get("runs", [])]
         add(f"| first metrics line, quickstart, {k} cache | {_f(d.get('median_s'), '{:.2f}')} s | {_f(d.get('best_s'), '{:.2f}')} s | | compile_s {comp} |")
+    bd = [b.get("phases_s_since_popen") for b in st["first_step"].get("warm_breakdown", []) if b.get("phases_s_since_popen")]
+    if bd:
+        add("")
+        add("| warm start, phase reached (s since Popen) | " + " | ".join(f"run {i + 1}" for i in range(len(bd))) + " |")
+        add("|---|" + "---|" * len(bd))
+        for phase in bd[0]:
+            add(f"| {phase} | " + " | ".join(_f(b.get(phase), "{:.2f}") for b in bd) + " |")
     if results.get("profile"):
         add("")
         add("| profile (us/step, op self time) | " + " | ".join(results["profile"]) + " |")
@@ -418,19 +433,21 @@ def append_history(results: dict) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one round, small step counts, no torch.compile")
+    ap = argparse.ArgumentParser(description="dsm benchmark suite (make bench): throughput vs bare JAX and PyTorch, start-up, profile")
+    ap.add_argument("--quick", action="store_true", help="smoke check: one round, small step counts, no torch.compile/profile/ablations")
     ap.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--budget-s", type=float, help="soft time limit of the whole run (default 570 s, --quick 240 s)")
     ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-ablations", action="store_true")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    ap.add_argument("--out", help="results file (default benchmarks/results.json; --quick: benchmarks/results_quick.json)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only print the tables of an existing results file")
     args = ap.parse_args(argv)
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return 0
+    if args.out is None:
+        args.out = str(REPO / "benchmarks" / ("results_quick.json" if args.quick else "results.json"))
     cfg = plan(args.quick)
     if args.rounds:
         cfg["rounds"] = args.rounds

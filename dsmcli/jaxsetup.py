@@ -22,7 +22,7 @@ def setup() -> None:
         try:
             cache.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(cache))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # setup compiles many small kernels
         except OSError:
             pass
     _done = True
