@@ -6,7 +6,6 @@ user error leaves nothing behind.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from dsmcli import runs
@@ -172,6 +171,3 @@ def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
 def list_runs(runs_dir: str | None = None) -> list[dict]:
     return runs.list_runs(runs.runs_root(runs_dir))
 
-
-def argv() -> list[str]:
-    return list(sys.argv)

@@ -196,8 +196,8 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             if len(bad) and cfg.train.on_nonfinite == "stop":
                 first = step + int(bad[0]) + 1
                 quantity = "loss" if not np.isfinite(metrics["loss"][bad[0]]) else "gradient norm"
-                kept = checkpoint.checkpoints(run_dir)
-                where = f"; the last good checkpoint is {kept[-1][1]} (step {kept[-1][0]})" if kept else ""
+                saved = checkpoint.checkpoints(run_dir)
+                where = f"; the last good checkpoint is {saved[-1][1]} (step {saved[-1][0]})" if saved else ""
                 msg = f"training diverged: non-finite {quantity} at step {first}{where}"
                 finish("failed", error=msg)
                 raise TrainingDiverged(msg)

@@ -14,10 +14,9 @@ from typing import Literal
 
 from pydantic import PositiveFloat, PositiveInt
 
-from dsmcli import losses
 from dsmcli.errors import UserError
 from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
-from dsmcli.objectives.dae import reconstruction_error
+from dsmcli.objectives.rcae import contractive_loss
 from dsmcli.section import Section
 
 
@@ -43,11 +42,7 @@ class CAE(Objective):
         return self.cfg.lam
 
     def loss(self, model, x, key, train_set):
-        cfg = self.cfg
-        recon = reconstruction_error(model, x, x)
-        penalty = losses.jacobian_frobenius_sq(model.encode, x, key=key, estimator=cfg.jacobian,
-                                               n_probes=cfg.n_probes).mean()
-        return recon + cfg.lam * penalty, {"recon": recon, "contraction": penalty}
+        return contractive_loss(model, model.encode, x, key, self.cfg.lam, self.cfg)
 
 
 make = CAE

@@ -26,15 +26,20 @@ class Config(Section):
     n_probes: PositiveInt = 1
 
 
+def contractive_loss(model, mapping, x, key, weight, cfg):
+    """E‖r(x) − x‖² + weight · E‖∂mapping/∂x‖²_F (the penalised map: r for the RCAE, the encoder
+    h for the CAE), with the logged parts."""
+    recon = reconstruction_error(model, x, x)
+    penalty = losses.jacobian_frobenius_sq(mapping, x, key=key, estimator=cfg.jacobian, n_probes=cfg.n_probes).mean()
+    return recon + weight * penalty, {"recon": recon, "contraction": penalty}
+
+
 class RCAE(Objective):
     MODELS = RECONSTRUCTION_MODELS
     READS_RECONSTRUCTION = True
 
     def loss(self, model, x, key, train_set):
-        cfg = self.cfg
-        recon = reconstruction_error(model, x, x)
-        penalty = losses.jacobian_frobenius_sq(model, x, key=key, estimator=cfg.jacobian, n_probes=cfg.n_probes).mean()
-        return recon + cfg.sigma**2 * penalty, {"recon": recon, "contraction": penalty}
+        return contractive_loss(model, model, x, key, self.cfg.sigma**2, self.cfg)
 
 
 make = RCAE
