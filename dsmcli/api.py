@@ -36,6 +36,11 @@ def _load_run_config(run_dir: Path, overrides: list[str] | None = None, allowed_
     return validate(apply_overrides(raw, overrides or []), str(run_dir / "config.yaml"))
 
 
+# What ``train_config`` returns on processes other than 0 of a multi-process run: they write
+# nothing, so there is no run directory of theirs (the trainer only reads this non-existent path).
+WORKER_RUN_DIR = Path("/nonexistent/dsm-worker")
+
+
 def train(
     config: str | Path,
     overrides: list[str] | None = None,
@@ -55,13 +60,11 @@ def train_config(cfg, *, runs_dir: str | None = None, argv: list[str] | None = N
 
     from dsmcli import parallel
 
+    parallel.initialize(cfg.parallel)  # multi-process start-up, before anything touches JAX
     exp = experiment.build(cfg)  # data and model errors surface before any directory exists
-    parallel.mesh(cfg.parallel, cfg.train.batch_size)  # device errors too (and multi-host start-up)
-    if not parallel.is_writer():  # other hosts compute, process 0 writes the run
-        import tempfile
-
-        scratch = Path(tempfile.mkdtemp(prefix="dsm-worker-"))
-        return scratch, _guarded(trainer.train, exp, scratch, resume=False)
+    parallel.mesh(cfg.parallel, cfg.train.batch_size)  # device errors too
+    if not parallel.is_writer():  # other processes compute; process 0 writes the run, they write nothing
+        return WORKER_RUN_DIR, trainer.train(exp, WORKER_RUN_DIR, resume=False)
     run_dir = runs.allocate(runs.runs_root(runs_dir), cfg.name)
     runs.write_text(run_dir / "config.yaml", config_yaml(cfg))
     runs.write_json(run_dir / "meta.json", runs.meta(argv))
@@ -73,9 +76,16 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, argv: lis
     from dsmcli import experiment
     from dsmcli import train as trainer
 
+    from dsmcli import parallel
+
     path = runs.require_run_dir(run_dir)
-    cfg = _load_run_config(path, overrides, ("train.steps",))
+    # parallel.*: each process of a multi-process resume passes its own process_id (the saved
+    # config holds process 0's) and possibly a new coordinator address.
+    cfg = _load_run_config(path, overrides, ("train.steps", "parallel"))
+    parallel.initialize(cfg.parallel)  # every process reads the checkpoint (a shared file system)
     exp = experiment.build(cfg)
+    if not parallel.is_writer():
+        return path, trainer.train(exp, path, resume=True)  # writes nothing (train gates its writes)
     runs.write_text(path / "config.yaml", config_yaml(cfg))
     meta = runs.read_json(path / "meta.json", {}) or {}
     meta.setdefault("resumed", []).append(runs.meta(argv)["start_time"])

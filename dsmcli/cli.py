@@ -114,7 +114,7 @@ def train(
             typer.echo(api.config_yaml(api.resolve_train_config(config, overrides, name)), nl=False)
             return
         run_dir, summary = api.train(config, overrides, runs_dir=runs_dir, name=name, argv=sys.argv)
-    keys = ["status", "steps", "loss", "score_error", "steps_per_sec", "compile_s", "wall_s"]
+    keys = ["status", "steps", "loss", "score_error", "rmse", "rmse_baseline", "steps_per_sec", "compile_s", "wall_s"]
     _table([summary], [k for k in keys if k in summary])
     typer.echo(str(run_dir))
 

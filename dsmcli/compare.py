@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from dsmcli import runs
-from dsmcli.errors import UserError
+from dsmcli.errors import NothingToSample, UserError
 from dsmcli.section import Section
 
 
@@ -116,7 +116,10 @@ def evaluate_run(run_dir: Path, sample_section: dict | None) -> dict:
     _, result = api.evaluate(run_dir, figures=False)  # the comparison draws its own panels
     metrics.update({k: v for k, v in result.items() if k != "step" and k not in metrics})
     overrides = [f"sample={json.dumps(sample_section)}"] if sample_section else []
-    npz, record = api.sample(run_dir, overrides=overrides)
+    try:
+        npz, record = api.sample(run_dir, overrides=overrides)
+    except NothingToSample:  # e.g. AutoRec: compared on its evaluation metrics only
+        return metrics
     skip = {"step", "file", "sampler", "n", "seed"}
     metrics.update({k: v for k, v in record.items() if k not in skip})
     metrics["_samples"] = str(npz)

@@ -309,9 +309,12 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
         raise UserError(f"{source}: an experiment config must be a YAML mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     objective_kind = raw.get("objective", {}).get("kind") if isinstance(raw.get("objective"), dict) else None
-    default_model = getattr(objective_registry.REGISTRY.get(objective_kind), "make", None)
-    if "model" not in raw and getattr(default_model, "DEFAULT_MODEL", None):
-        raw["model"] = {"kind": default_model.DEFAULT_MODEL}  # e.g. ncsn → a noise-conditional network
+    objective_cls = getattr(objective_registry.REGISTRY.get(objective_kind), "make", None)
+    data_kind = raw.get("data", {}).get("kind") if isinstance(raw.get("data"), dict) else None
+    images = getattr(data_registry.REGISTRY.get(data_kind), "IMAGES", False)
+    default_model = (images and getattr(objective_cls, "DEFAULT_IMAGE_MODEL", None)) or getattr(objective_cls, "DEFAULT_MODEL", None)
+    if "model" not in raw and default_model:
+        raw["model"] = {"kind": default_model}  # e.g. ncsn → a noise-conditional network (conv for images)
     _fill_default_kinds(raw)
     problems = _unknown_keys(raw)
     try:

@@ -14,6 +14,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class NothingToSample(UserError):
+    """The run's model has neither a score read-out nor a decoder (e.g. AutoRec)."""
+
+
 class TrainingDiverged(Exception):
     """A non-finite loss or gradient stopped training; the last good checkpoint is kept."""
 

@@ -19,6 +19,7 @@ def evaluate(exp, params) -> dict:
         out["kl_grid"] = kl_grid(dens.log_prob, energy, exp.data.bounds)
     if getattr(exp.cfg.model, "latent", None) is not None:
         out.update(code_tasks(exp, params))
+    out.update(exp.objective.metrics(exp.net(params), exp.data))
     return out
 
 
@@ -59,6 +60,37 @@ def code_tasks(exp, params) -> dict:
         if data.holdout_class is not None:
             out["anomaly_auroc"] = float(roc_auc_score(data.y_test == data.holdout_class, err))
     return out
+
+
+def interpolations(exp, params, pairs: int = 8, steps: int = 8):
+    """Rows of a latent interpolation grid: for each of ``pairs`` pairs of held-out images (of
+    classes c and c + 1 where labels exist), the first image, the decoded codes
+    (1 − t)·enc(a) + t·enc(b) for ``steps`` values of t from 0 to 1, and the second image —
+    ``pairs × (steps + 2)`` rows, ``steps + 2`` per grid row."""
+    import jax
+    import numpy as np
+
+    x, y = exp.data.x_test, exp.data.y_test
+    if y is not None and len(np.unique(y)) > 1:
+        classes = np.unique(y)
+        firsts = [int(np.flatnonzero(y == c)[0]) for c in classes]
+        a_idx = [firsts[i % len(classes)] for i in range(pairs)]
+        b_idx = [firsts[(i + 1) % len(classes)] for i in range(pairs)]
+    else:
+        a_idx, b_idx = list(range(0, 2 * pairs, 2)), list(range(1, 2 * pairs, 2))
+    a, b = x[np.asarray(a_idx) % len(x)], x[np.asarray(b_idx) % len(x)]
+    obj = exp.objective
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
+
+    @jax.jit
+    def decoded(a, b):
+        net = exp.net(params)
+        za, zb = obj.encode(net, a), obj.encode(net, b)
+        z = (1 - t) * za[:, None] + t * zb[:, None]  # (pairs, steps, K)
+        return obj.decode_mean(net, z.reshape(-1, z.shape[-1])).reshape(len(a), steps, -1)
+
+    middle = np.asarray(decoded(a, b))
+    return np.concatenate([a[:, None], middle, b[:, None]], axis=1).reshape(-1, x.shape[1])
 
 
 def kl_grid(log_p, energy, bounds, n: int = 256) -> float:
@@ -108,4 +140,9 @@ def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:
                 panels["true density"] = lambda x: exp.data.density.log_prob(x, sigma)
             plots.density_plot(out_dir / "density.png", panels, exp.data)
             written.append(out_dir / "density.png")
+    if exp.data.image_shape is not None and getattr(exp.cfg.model, "latent", None) is not None:
+        rows = interpolations(exp, params)
+        plots.image_grid(out_dir / "interpolation.png", rows, exp.data.image_shape,
+                         f"{exp.cfg.name}: latent interpolation ({exp.cfg.objective.kind}); ends are the data", n=len(rows), cols=10)
+        written.append(out_dir / "interpolation.png")
     return written

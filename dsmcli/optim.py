@@ -29,3 +29,9 @@ def build(cfg, total_steps: int):
     else:
         opt = optax.sgd(lr, momentum=cfg.momentum or None)
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt) if cfg.grad_clip else opt
+
+
+def for_experiment(exp, total_steps: int):
+    """The transformation the trainer applies: ``optim`` as wrapped by the objective (which may
+    give parameter groups of its own their own optimiser, e.g. an adversarial discriminator)."""
+    return exp.objective.optimizer(build(exp.cfg.optim, total_steps), exp.cfg.optim, total_steps)

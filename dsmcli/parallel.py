@@ -3,14 +3,30 @@ axis, the batch sharded along it (``P('data')``), parameters, optimiser state an
 data set replicated (``P()``). XLA's SPMD partitioner turns the batch mean of the gradient into
 an all-reduce; nothing is hand-written.
 
-Several hosts: ``parallel.distributed: true`` calls ``jax.distributed.initialize`` (with the
-coordinator address, process count and id from the config, or auto-detected from the cluster
-environment when omitted); the mesh then spans every device of every process, and only process
-0 writes the run directory.
+Several hosts: ``parallel.distributed: true`` makes ``dsm train`` call ``initialize`` (that is
+``jax.distributed.initialize`` with the coordinator address, process count and id from the
+config, or auto-detected from the cluster environment when omitted) before anything touches a
+JAX backend; the mesh then spans every device of every process, every process computes every
+step, and only process 0 writes files (``is_writer``). On CPU the processes all-reduce through
+gloo over TCP (``jax_cpu_collectives_implementation``). Commands that run in one process
+(``dsm sample``, ``dsm eval``) never initialise the distributed runtime: with a run's
+``distributed: true`` they use that process's devices.
+
+Failure of a peer never leaves the others waiting forever (measured with two CPU processes):
+a peer that dies (crash, SIGKILL) makes the next all-reduce fail at once (gloo: connection reset),
+so process 0 records ``status: failed`` with the error in ``summary.json``; the survivor's exit
+then waits in JAX's shutdown barrier until the coordination service declares the peer dead after
+``HEARTBEAT_TIMEOUT_S`` and aborts the process (SIGABRT, exit 134). If process 0 (the
+coordinator) dies, the others abort within a second. A peer that hangs (e.g. SIGSTOP) blocks the
+collective until ``HEARTBEAT_TIMEOUT_S``, then the others abort (the summary still says
+``running``). A process that never arrives makes the others fail in ``initialize`` after
+``INIT_TIMEOUT_S``. Every process must load the same data (same seed or same files): the data
+set is put on the mesh as replicated and JAX does not check that the copies agree.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt
@@ -30,23 +46,49 @@ class ParallelConfig(Section):
     platform: Literal["default", "cpu"] = "default"
 
 
+INIT_TIMEOUT_S = 300  # how long initialize waits for every process to connect (JAX's default)
+# A process whose heartbeats stop this long is declared dead and the others abort (JAX's default
+# is 100 s; DSM_HEARTBEAT_TIMEOUT_S shortens it, e.g. in tests).
+HEARTBEAT_TIMEOUT_S = int(os.environ.get("DSM_HEARTBEAT_TIMEOUT_S") or 100)
+
 _initialized = False
 
 
-def mesh(cfg: ParallelConfig, batch_size: int | None = None):
-    """The device mesh for ``cfg`` (initialising the distributed runtime once if asked)."""
+def initialize(cfg: ParallelConfig) -> None:
+    """Start the multi-process runtime when ``cfg.distributed`` (once per process; a no-op
+    otherwise). Must run before anything initialises a JAX backend (creating an array, even
+    ``jax.devices()``): ``dsm train`` calls it before building the experiment."""
     global _initialized
+    if not cfg.distributed or _initialized:
+        return
     import jax
-    import numpy as np
-    from jax.sharding import Mesh
 
-    if cfg.distributed and not _initialized:
+    # Cross-process collectives of the CPU backend (the flag configures only the CPU client, so
+    # it is inert for GPU/TPU meshes). Without an implementation, XLA:CPU cannot all-reduce
+    # across processes. gloo (TCP) is JAX's default today; set it explicitly so that an older or
+    # future default cannot leave it unset, unless the user chose one (e.g. mpi) in the env.
+    if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
         jax.distributed.initialize(
             coordinator_address=cfg.coordinator_address,
             num_processes=cfg.num_processes,
             process_id=cfg.process_id,
+            initialization_timeout=INIT_TIMEOUT_S,
+            heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
         )
-        _initialized = True
+    except ValueError as e:  # e.g. no coordinator address and no cluster environment to detect
+        raise UserError(f"parallel.distributed: {e}") from None
+    _initialized = True
+
+
+def mesh(cfg: ParallelConfig, batch_size: int | None = None):
+    """The device mesh for ``cfg``: every device of every process once ``initialize`` has run,
+    else this process's devices."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
     devices = jax.devices("cpu") if cfg.platform == "cpu" else jax.devices()
     if cfg.devices is not None:
         if cfg.devices > len(devices):

@@ -157,11 +157,13 @@ def loss_overlay(path: Path, curves: dict) -> None:
     _save(plt, fig, path)
 
 
-def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100) -> None:
-    """The first ``n`` rows of ``x`` drawn as images on a square grid (grey scale, shared range)."""
+def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100,
+               cols: int | None = None) -> None:
+    """The first ``n`` rows of ``x`` drawn as images, row-major on a grid of ``cols`` columns
+    (default: square), grey scale with a shared range."""
     plt = _plt()
     n = min(n, len(x))
-    cols = int(np.ceil(np.sqrt(n)))
+    cols = cols or int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
     lo, hi = np.percentile(x[:n], 1), np.percentile(x[:n], 99)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=110, squeeze=False)

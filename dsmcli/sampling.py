@@ -35,6 +35,14 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     sampler = REGISTRY[sample_cfg.kind]
     sigmas = exp.objective.sigmas()
     decode, latent = exp.decoder(params)
+    if not exp.objective.has_score and decode is None:  # e.g. autorec: a rating matrix has no density
+        from dsmcli.errors import NothingToSample
+
+        raise NothingToSample(
+            f"dsm sample: objective.kind '{exp.cfg.objective.kind}' has no score read-out and model.kind "
+            f"'{exp.cfg.model.kind}' no decoder, so no sampler can draw from this run; evaluate it with "
+            f"dsm eval RUN_DIR"
+        )
     target = Target(
         decode=decode,
         latent_dim=latent,

@@ -135,7 +135,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     mesh = parallel.mesh(cfg.parallel, cfg.train.batch_size)
     writer = parallel.is_writer()
     total = cfg.train.steps if exp.objective.trains else 0
-    tx = optim.build(cfg.optim, total)
+    tx = optim.for_experiment(exp, total)
     lr_at = optim.schedule(cfg.optim, total)
     state = initial_state(exp, tx)
     log = MetricsLog(run_dir / "metrics.jsonl")
@@ -261,7 +261,7 @@ def load_state(exp, run_dir: Path):
     """(step, evaluated parameters) of the newest verified checkpoint of ``run_dir``."""
     from dsmcli import optim
 
-    target = initial_state(exp, optim.build(exp.cfg.optim, exp.cfg.train.steps))
+    target = initial_state(exp, optim.for_experiment(exp, exp.cfg.train.steps))
     restored = checkpoint.restore_latest(run_dir, target)
     if restored is None:
         raise UserError(f"RUN_DIR: '{run_dir}' has no complete checkpoint to load")

@@ -132,3 +132,21 @@ def test_frechet_distance_closed_form_and_floor():
     assert m["fd"] == pytest.approx(0.0, abs=1e-6) and m["fd_floor"] > 0
     noise = fd_metrics(np.random.default_rng(1).uniform(size=exp.data.x_test.shape).astype(np.float32), exp.data)
     assert noise["fd"] > 10 * m["fd_floor"]
+
+
+def test_interpolation_grid_runs_from_one_digit_to_the_next():
+    """Each grid row: image a (class c), dec(enc(a)), …, dec(enc(b)), image b (class c + 1)."""
+    from dsmcli.evaluation import interpolations
+
+    exp = build({"kind": "ae"})
+    rows = interpolations(exp, exp.params, pairs=3, steps=4).reshape(3, 6, -1)
+    net = exp.net(exp.params)
+    y, x = exp.data.y_test, exp.data.x_test
+    for c in range(3):
+        a, b = x[np.flatnonzero(y == c)[0]], x[np.flatnonzero(y == c + 1)[0]]
+        np.testing.assert_array_equal(rows[c, 0], a)
+        np.testing.assert_array_equal(rows[c, -1], b)
+        recon = np.asarray(exp.objective.reconstruct(net, jnp.asarray(np.stack([a, b]))))
+        np.testing.assert_allclose(rows[c, 1], recon[0], atol=1e-5)
+        np.testing.assert_allclose(rows[c, -2], recon[1], atol=1e-5)
+        assert not np.allclose(rows[c, 2], rows[c, 1])

@@ -22,6 +22,8 @@ def tiny_config(kind: str, **extra):
     if "hidden" in cls.model_fields:
         default = cls.model_fields["hidden"].get_default(call_default_factory=True)
         raw["hidden"] = [12, 12] if isinstance(default, list) else 12
+    if "channels" in cls.model_fields:
+        raw["channels"] = [4, 8]
     raw.update(extra)
     return cls.model_validate(raw)
 
@@ -29,10 +31,20 @@ def tiny_config(kind: str, **extra):
 # Every registered kind (a new one is picked up automatically), plus the mlp autoencoder.
 CASES = [pytest.param(kind, {}, id=kind) for kind in models.REGISTRY]
 CASES.append(pytest.param("mlp", {"latent": 3}, id="mlp-latent"))
+CASES.append(pytest.param("conv", {"latent": 3}, id="conv-latent"))
+
+# Image networks get square images instead of D = 2 and D = 5.
+IMAGE_DIMS = {2: (4, 4), 5: (8, 8)}
+
+
+def for_images(kind) -> bool:
+    return getattr(models.REGISTRY[kind], "NEEDS_IMAGES", False)
 
 
 def build(kind, extra, dim, seed=0):
-    return models.build(tiny_config(kind, **extra), dim, nnx.Rngs(params=seed))
+    shape = IMAGE_DIMS[dim] if for_images(kind) else None
+    return models.build(tiny_config(kind, **extra), shape[0] * shape[1] if shape else dim, nnx.Rngs(params=seed),
+                        image_shape=shape)
 
 
 def outputs(model, kind, extra, x):
@@ -62,10 +74,11 @@ def test_registry_and_default():
 @pytest.mark.parametrize("kind, extra", CASES)
 def test_model_shapes_seeds_and_row_independence(kind, extra, dim):
     model = build(kind, extra, dim)
+    width = IMAGE_DIMS[dim][0] * IMAGE_DIMS[dim][1] if for_images(kind) else dim
     rng = np.random.default_rng(dim)
-    x = rng.normal(size=(B, dim)).astype(np.float32)
+    x = rng.normal(size=(B, width)).astype(np.float32)
     x_moved = x.copy()
-    x_moved[0] += rng.normal(size=dim).astype(np.float32) * 3.0
+    x_moved[0] += rng.normal(size=width).astype(np.float32) * 3.0
 
     graphdef, params = nnx.split(model)
     # Both batches in one compiled call: outputs at x and at x with row 0 moved.
@@ -75,15 +88,17 @@ def test_model_shapes_seeds_and_row_independence(kind, extra, dim):
     out_moved = {k: np.asarray(v) for k, v in out_moved.items()}
 
     expected = {
-        "mlp": {"call": (B, dim), **({"encode": (B, extra["latent"]), "decode": (B, dim)} if "latent" in extra else {})},
+        "mlp": {"call": (B, width), **({"encode": (B, extra["latent"]), "decode": (B, width)} if "latent" in extra else {})},
         "energy": {"call": (B,)},
-        "tied_dae": {"call": (B, dim), "encode": (B, 12), "energy": (B,)},
-        "ncsn_mlp": {"call": (B, dim)},
+        "tied_dae": {"call": (B, width), "encode": (B, 12), "energy": (B,)},
+        "ncsn_mlp": {"call": (B, width)},
+        "conv": {"call": (B, width), **({"encode": (B, extra["latent"]), "decode": (B, width)} if "latent" in extra else {})},
+        "ncsn_conv": {"call": (B, width)},
     }.get(kind)
     if expected is not None:
         assert {k: v.shape for k, v in out.items()} == expected
     else:  # a kind added later: a score/reconstruction (B, D) or an energy (B,)
-        assert out["call"].shape in ((B, dim), (B,))
+        assert out["call"].shape in ((B, width), (B,))
     if "decode" in out:  # the autoencoder is decode ∘ encode
         np.testing.assert_array_equal(out["call"], out["decode"])
 

@@ -86,7 +86,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tiny_config, runs_dir, capsys
 
 def test_resume_only_changes_train_steps(tiny_config, runs_dir):
     run_dir, _ = api.train(tiny_config, runs_dir=str(runs_dir))
-    with pytest.raises(UserError, match="only train.steps may be set here"):
+    with pytest.raises(UserError, match=r"only train.steps, parallel… may be set here"):
         api.resume(run_dir, ["optim.lr=0.1"])
     with pytest.raises(UserError, match="already at step 40"):
         api.resume(run_dir, ["train.steps=10"])

@@ -7,10 +7,10 @@ registry contract test picks it up automatically).
 
 from __future__ import annotations
 
-from dsmcli.data import checkerboard, digits, gmm, mnist, moons, npz, rings, spiral
+from dsmcli.data import checkerboard, digits, gmm, mnist, moons, npz, ratings, rings, spiral
 from dsmcli.data.base import Dataset, Density
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (gmm, rings, moons, spiral, checkerboard, digits, mnist, npz)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (gmm, rings, moons, spiral, checkerboard, digits, mnist, npz, ratings)}
 
 
 def build(cfg) -> Dataset:

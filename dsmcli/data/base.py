@@ -60,6 +60,7 @@ class Dataset:
     report_modes: bool = False  # a mixture whose components are the modes (gmm), for mode_weights
     image_shape: tuple[int, ...] | None = None  # rows are flattened images of this shape
     holdout_class: int | None = None  # a class absent from training (anomaly detection)
+    has_missing: bool = False  # NaN marks unobserved entries (ratings); only masking objectives train on it
 
     @property
     def dim(self) -> int:

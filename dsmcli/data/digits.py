@@ -15,6 +15,8 @@ from pydantic import Field, NonNegativeInt
 from dsmcli.data.base import Dataset
 from dsmcli.section import Section
 
+IMAGES = True  # rows are flattened images (the default networks of some objectives are convolutional)
+
 
 class Config(Section):
     kind: Literal["digits"] = "digits"

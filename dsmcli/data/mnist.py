@@ -21,6 +21,8 @@ from dsmcli.data.base import Dataset
 from dsmcli.errors import UserError
 from dsmcli.section import Section
 
+IMAGES = True  # rows are flattened images (the default networks of some objectives are convolutional)
+
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",

@@ -5,13 +5,13 @@ energy, a reconstruction) and rejects kinds it cannot read."""
 
 from __future__ import annotations
 
-from dsmcli.models import energy, mlp, ncsn_mlp, tied_dae
+from dsmcli.models import conv, energy, mlp, ncsn_conv, ncsn_mlp, tied_dae
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied_dae, ncsn_mlp)}
+REGISTRY = {m.Config.model_fields["kind"].default: m for m in (mlp, energy, tied_dae, ncsn_mlp, conv, ncsn_conv)}
 DEFAULT_KIND = "mlp"
 
 
 def build(cfg, dim: int, rngs, **options):
     """``options`` are requests of the objective that a network kind may accept (e.g.
-    ``stochastic_encoder`` for the VAE family)."""
+    ``stochastic_encoder`` for the VAE family) and facts about the data (``image_shape``)."""
     return REGISTRY[cfg.kind].build(cfg, dim, rngs, **options)

@@ -46,7 +46,7 @@ def forward(layers, act, x):
     return layers[-1](x)
 
 
-def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False):
+def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, **options):
     from flax import nnx
 
     k = cfg.latent

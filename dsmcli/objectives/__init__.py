@@ -4,11 +4,11 @@ contract test covers it automatically); the trainer, samplers and CLI never name
 
 from __future__ import annotations
 
-from dsmcli.objectives import ae, beta_vae, cae, dae, dsm, esm, ism, ncsn, oracle, pca, rcae, sparse_ae, ssm, vae, wae
+from dsmcli.objectives import aae, ae, autorec, beta_vae, cae, dae, dsm, esm, ism, ncsn, oracle, pca, rcae, sparse_ae, ssm, vae, wae
 from dsmcli.objectives.base import Objective
 
 REGISTRY = {m.Config.model_fields["kind"].default: m for m in (
-    oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn, ae, sparse_ae, vae, beta_vae, wae, pca
+    oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn, ae, sparse_ae, vae, beta_vae, wae, aae, pca, autorec
 )}
 
 

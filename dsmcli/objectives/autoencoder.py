@@ -9,7 +9,7 @@ from dsmcli.objectives.base import Objective
 
 
 class AutoencoderObjective(Objective):
-    MODELS = ("mlp",)
+    MODELS = ("mlp", "conv")
     NEEDS_LATENT = True
     has_score = False
 

@@ -3,7 +3,7 @@
 An objective is built from its config section, the data set and the model config. It decides
 how the network is read:
 
-* ``mlp`` as a score s(x) (score objectives) or as a reconstruction r(x) (autoencoder
+* ``mlp`` (or ``conv``, for images) as a score s(x) (score objectives) or as a reconstruction r(x) (autoencoder
   objectives, whose score read-out is (r(x) − x)/σ², Alain & Bengio 2014);
 * ``energy`` through s(x) = −∇ₓE(x) (the gradient of Σᵢ E(xᵢ): rows are independent);
 * ``tied_dae`` as a reconstruction, with Vincent's closed-form energy at the objective's σ;
@@ -20,8 +20,8 @@ from typing import Any
 from dsmcli.data.base import Dataset
 from dsmcli.errors import UserError
 
-SCORE_MODELS = ("mlp", "energy")
-RECONSTRUCTION_MODELS = ("mlp", "tied_dae")
+SCORE_MODELS = ("mlp", "energy", "conv")
+RECONSTRUCTION_MODELS = ("mlp", "tied_dae", "conv")
 
 
 class Objective:
@@ -29,6 +29,7 @@ class Objective:
     MODELS: tuple[str, ...] = SCORE_MODELS
     READS_RECONSTRUCTION: bool = False  # an ``mlp`` output is r(x), not s(x)
     NEEDS_LATENT: bool = False  # an ``mlp`` must have a ``latent`` bottleneck
+    HANDLES_MISSING: bool = False  # the loss masks NaN entries (data sets with unobserved values)
 
     def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg
@@ -38,6 +39,11 @@ class Objective:
             raise UserError(
                 f"model.kind: '{model_cfg.kind}' cannot be used with objective.kind '{cfg.kind}' "
                 f"(allowed: {', '.join(self.MODELS)})"
+            )
+        if getattr(data, "has_missing", False) and not self.HANDLES_MISSING:
+            raise UserError(
+                f"objective.kind: '{cfg.kind}' cannot train on data.kind '{data.kind}', whose unobserved entries "
+                f"are missing (NaN); use an objective that masks them (autorec)"
             )
 
     @property
@@ -65,6 +71,20 @@ class Objective:
     def readout_scale(self):
         """The c in the score read-out (r(x) − x)/c of reconstruction models (σ² by default)."""
         return self.cfg.sigma**2
+
+    def extend_model(self, model, rngs):
+        """The network trained: the built ``model`` by default; objectives with networks of their
+        own (an adversarial discriminator) wrap it, creating their parameters from ``rngs``."""
+        return model
+
+    def optimizer(self, tx, optim_cfg, total_steps: int):
+        """The optax transformation applied to the parameters: ``tx`` (built from ``optim``) by
+        default; objectives with parameter groups of their own (a discriminator) wrap it."""
+        return tx
+
+    def metrics(self, model, data: Dataset) -> dict:
+        """Evaluation metrics of this objective beyond the generic ones (e.g. ``rmse``)."""
+        return {}
 
     def loss(self, model, x, key, train_set) -> tuple[Any, dict]:
         """Scalar loss on a batch ``x`` (B, D) and a dict of extra scalars to log."""

@@ -34,8 +34,8 @@ class CAE(Objective):
 
     def __init__(self, cfg, data, model_cfg):
         super().__init__(cfg, data, model_cfg)
-        if model_cfg.kind == "mlp" and model_cfg.latent is None:
-            raise UserError("model.latent: objective.kind 'cae' penalises the encoder, so the mlp needs a "
+        if getattr(model_cfg, "latent", "n/a") is None:
+            raise UserError(f"model.latent: objective.kind 'cae' penalises the encoder, so the {model_cfg.kind} needs a "
                             "bottleneck: set model.latent (e.g. 8), or use model.kind tied_dae")
 
     def readout_scale(self):

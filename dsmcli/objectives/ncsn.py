@@ -48,8 +48,9 @@ def max_pairwise_distance(x: np.ndarray, block: int = 2048) -> float:
 
 
 class NCSN(Objective):
-    MODELS = ("ncsn_mlp",)
+    MODELS = ("ncsn_mlp", "ncsn_conv")
     DEFAULT_MODEL = "ncsn_mlp"
+    DEFAULT_IMAGE_MODEL = "ncsn_conv"
     noise_conditional = True
 
     def __init__(self, cfg, data, model_cfg):

@@ -12,7 +12,7 @@ from dsmcli.samplers.base import require
 def check(target, cfg) -> None:
     require(target.decode is not None,
             f"sample.kind: 'ancestral' decodes prior samples, and {target.description} has no decoder "
-            "(use model.kind mlp with model.latent set)")
+            "(use model.kind mlp or conv with model.latent set)")
 
 
 def run(target, x0, key, cfg):

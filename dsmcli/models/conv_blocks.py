@@ -1,0 +1,138 @@
+"""Convolutional building blocks shared by the image networks (Flax NNX, NHWC).
+
+Rows of a batch ``(B, D)`` are flattened single-channel images of ``image_shape`` (H, W); every
+block acts on each image separately (GroupNorm normalises within an image, never across the
+batch), so the networks stay row-wise maps as the score-function contract requires.
+"""
+
+from __future__ import annotations
+
+from dsmcli.errors import UserError
+
+
+def require_image(kind: str, image_shape, levels: int) -> tuple[int, int]:
+    """(H, W) of the data's images, checked divisible by 2**levels (each level halves them)."""
+    if image_shape is None or len(image_shape) != 2:
+        raise UserError(f"model.kind: '{kind}' needs image data (data.kind digits or mnist); "
+                        f"use model.kind mlp for vectors")
+    h, w = image_shape
+    if h % 2**levels or w % 2**levels:
+        raise UserError(f"model.channels: {levels} resolution halvings need image sides divisible by {2**levels}, "
+                        f"the images are {h}×{w}; use fewer entries in model.channels")
+    return h, w
+
+
+def patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+               dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels, computed as shifted
+    slices (im2col) and one matmul — the same numbers, different kernels.
+
+    Why: XLA:CPU runs the weight-gradient convolution ~10–25× slower inside a ``while`` loop
+    (our ``lax.scan`` over training steps) than outside one; as a matmul its gradient is a
+    matmul everywhere. Plugged into ``nnx.Conv(conv_general_dilated=...)``, so the parameters
+    keep flax's layout.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if feature_group_count != 1 or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        raise ValueError("patch_conv supports plain (ungrouped, undilated) convolutions only")
+    kh, kw, cin, cout = rhs.shape
+    sh, sw = window_strides
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+    (pt, pb), (pl, pr) = padding
+    x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho = (x.shape[1] - kh) // sh + 1
+    wo = (x.shape[2] - kw) // sw + 1
+    cols = [x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]  # (B, Ho, Wo, kh·kw·cin), HWI order
+    return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision)
+
+
+def conv(cin: int, cout: int, kernel: int, rngs, strides: int = 1):
+    """An ``nnx.Conv`` (SAME padding) computed by ``patch_conv``."""
+    from flax import nnx
+
+    return nnx.Conv(cin, cout, (kernel, kernel), strides=strides, conv_general_dilated=patch_conv, rngs=rngs)
+
+
+def groups(channels: int) -> int:
+    """GroupNorm groups: 8 where they divide the channels (Wu & He 2018), else fewer."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+def res_block(cin: int, cout: int, emb_dim: int | None, act, rngs):
+    """GroupNorm → act → conv3×3 (+ a per-channel bias from the conditioning embedding) →
+    GroupNorm → act → conv3×3, plus a (1×1-projected) skip connection (He et al. 2016)."""
+    from flax import nnx
+
+    class ResBlock(nnx.Module):
+        def __init__(self):
+            self.norm1 = nnx.GroupNorm(cin, num_groups=groups(cin), rngs=rngs)
+            self.conv1 = conv(cin, cout, 3, rngs)
+            self.cond = nnx.Linear(emb_dim, cout, rngs=rngs) if emb_dim else None
+            self.norm2 = nnx.GroupNorm(cout, num_groups=groups(cout), rngs=rngs)
+            self.conv2 = conv(cout, cout, 3, rngs)
+            self.skip = conv(cin, cout, 1, rngs) if cin != cout else None
+
+        def __call__(self, x, emb=None):
+            h = self.conv1(act(self.norm1(x)))
+            if self.cond is not None:
+                h = h + self.cond(emb)[:, None, None, :]
+            h = self.conv2(act(self.norm2(h)))
+            return h + (x if self.skip is None else self.skip(x))
+
+    return ResBlock()
+
+
+def unet(channels: list[int], emb_dim: int | None, act, rngs):
+    """A small U-Net (Ronneberger et al. 2015) on one-channel images: a stem conv, one residual
+    block per entry of ``channels`` with 2× average-pool down-sampling between them, a residual
+    middle block, the mirrored path up (nearest-neighbour up-sampling, concatenated skips), and
+    a 3×3 output conv. With ``emb_dim`` each block adds a projection of a conditioning
+    embedding (the noise level, for score networks)."""
+    from flax import nnx
+
+    class UNet(nnx.Module):
+        def __init__(self):
+            c0 = channels[0]
+            self.stem = conv(1, c0, 3, rngs)
+            widths = [c0, *channels]
+            self.down = nnx.List([res_block(a, b, emb_dim, act, rngs) for a, b in zip(widths[:-1], widths[1:])])
+            self.mid = res_block(channels[-1], channels[-1], emb_dim, act, rngs)
+            ups, cin = [], channels[-1]
+            for c in reversed(channels):
+                ups.append(res_block(cin + c, c, emb_dim, act, rngs))
+                cin = c
+            self.up = nnx.List(ups)
+            self.norm_out = nnx.GroupNorm(c0, num_groups=groups(c0), rngs=rngs)
+            self.out = conv(c0, 1, 3, rngs)
+
+        def __call__(self, img, emb=None):
+            import jax.numpy as jnp
+
+            h, skips = self.stem(img), []
+            for i, block in enumerate(self.down):
+                if i:
+                    h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
+                h = block(h, emb)
+                skips.append(h)
+            h = self.mid(h, emb)
+            for i, block in enumerate(self.up):
+                if i:
+                    h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+                h = block(jnp.concatenate([h, skips.pop()], -1), emb)
+            return self.out(act(self.norm_out(h)))
+
+    return UNet()
+
+
+def to_images(x, hw: tuple[int, int]):
+    """(B, H·W) rows → (B, H, W, 1) images."""
+    return x.reshape(x.shape[0], hw[0], hw[1], 1)
+
+
+def to_rows(img):
+    """(B, H, W, 1) images → (B, H·W) rows."""
+    return img.reshape(img.shape[0], -1)
