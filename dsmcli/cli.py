@@ -185,7 +185,8 @@ def list_runs(
     if not rows:
         typer.echo(f"no runs under {root}")
         return
-    _table(rows, ["name", "version", "objective", "status", "steps", "loss", "score_error"], title=str(root), vertical=False)
+    shown = [k for k in runs.KEY_METRICS if k == "score_error" or any(r.get(k) is not None for r in rows)]
+    _table(rows, ["name", "version", "objective", "status", "steps", "loss", *shown], title=str(root), vertical=False)
 
 
 def main() -> None:

@@ -164,6 +164,10 @@ def _objective_from_config(path: Path) -> str:
         return "?"
 
 
+# The headline metric of each kind of run, shown by ``dsm runs`` (score models, autoencoders, AutoRec).
+KEY_METRICS = ("score_error", "recon_mse", "rmse")
+
+
 def list_runs(root: Path) -> list[dict]:
     """One row per run directory under ``root``: name, version, objective, status, steps, metrics."""
     rows = []
@@ -185,7 +189,7 @@ def list_runs(root: Path) -> list[dict]:
                     "status": summary.get("status", "?"),
                     "steps": summary.get("steps"),
                     "loss": summary.get("loss"),
-                    "score_error": evaluation.get("score_error", summary.get("score_error")),
+                    **{k: evaluation.get(k, summary.get(k)) for k in KEY_METRICS},
                     "path": str(path),
                 }
             )

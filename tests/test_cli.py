@@ -117,3 +117,19 @@ def test_run_versions_are_allocated_atomically_by_concurrent_processes(tmp_path)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
     names = [n for p in procs for n in p.communicate(timeout=60)[0].split()]
     assert sorted(names) == [f"v{i:03d}" for i in range(1, 21)]
+
+
+def test_runs_shows_each_kind_of_runs_headline_metric(tmp_path):
+    """score_error always; recon_mse (autoencoders) and rmse (AutoRec) once some run has them."""
+    for name, objective, metrics in [("s", "dsm", {"score_error": 0.0767}), ("r", "autorec", {"rmse": 0.9489})]:
+        run = tmp_path / name / "v001"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"objective: {{kind: {objective}}}\n")
+        (run / "meta.json").write_text("{}")
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "steps": 10, "objective": objective,
+                                                      "loss": 1.5, **metrics}))
+    out = subprocess.run([sys.executable, "-m", "dsmcli", "runs", "--runs-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if "objective" in line)
+    assert "score_error" in header and "rmse" in header and "recon_mse" not in header
+    assert "0.0767" in out.stdout and "0.9489" in out.stdout
