@@ -194,7 +194,7 @@ def _section_class(path: tuple[str, ...], raw_section: Any):
     if path in _UNIONS:
         registry, _ = _UNIONS[path]
         kind = raw_section.get("kind") if isinstance(raw_section, dict) else None
-        entry = registry.get(kind)
+        entry = registry.get(kind) if isinstance(kind, str) else None
         return None if entry is None else getattr(entry, "Config", entry)
     cls = ExperimentConfig
     for part in path:
@@ -308,10 +308,12 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: an experiment config must be a YAML mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
-    objective_kind = raw.get("objective", {}).get("kind") if isinstance(raw.get("objective"), dict) else None
-    objective_cls = getattr(objective_registry.REGISTRY.get(objective_kind), "make", None)
-    data_kind = raw.get("data", {}).get("kind") if isinstance(raw.get("data"), dict) else None
-    images = getattr(data_registry.REGISTRY.get(data_kind), "IMAGES", False)
+    def kind_of(section: str):  # the raw kind string of a section (anything else: None; validation reports it)
+        kind = raw[section].get("kind") if isinstance(raw.get(section), dict) else None
+        return kind if isinstance(kind, str) else None
+
+    objective_cls = getattr(objective_registry.REGISTRY.get(kind_of("objective")), "make", None)
+    images = getattr(data_registry.REGISTRY.get(kind_of("data")), "IMAGES", False)
     default_model = (images and getattr(objective_cls, "DEFAULT_IMAGE_MODEL", None)) or getattr(objective_cls, "DEFAULT_MODEL", None)
     if "model" not in raw and default_model:
         raw["model"] = {"kind": default_model}  # e.g. ncsn → a noise-conditional network (conv for images)

@@ -114,3 +114,13 @@ def test_nan_and_inf_are_rejected_everywhere():
     msg = error_of(base(data={"kind": "gmm", "means": [[0, 0]], "stds": [float("nan")]},
                         optim={"lr": float("inf")}))
     assert "data.stds" in msg and "optim.lr" in msg and "finite number" in msg
+
+
+def test_a_kind_that_is_not_a_string_is_a_clear_error():
+    """Found by the config fuzzer: ``data.kind: []`` once raised TypeError (unhashable) while the
+    default network was being chosen."""
+    for section in ("data", "objective"):
+        raw = {"name": "t", "data": {"kind": "digits"}, "objective": {"kind": "ncsn"}}
+        raw[section] = {"kind": []}
+        with pytest.raises(UserError, match=f"{section}.kind"):
+            config.validate(raw, "t")
