@@ -83,6 +83,11 @@ def test_discriminator_has_its_own_learning_rate():
     ae, disc = split_params(updates)
     assert all(np.allclose(u, -0.01) for u in ae) and all(np.allclose(u, -0.5) for u in disc)
     assert isinstance(tx, optax.GradientTransformation)
+    default = build({"kind": "aae", "disc_hidden": [8]}, {"kind": "sgd", "lr": 0.01, "momentum": 0.0})
+    tx = optim.for_experiment(default, 10)
+    updates, _ = tx.update(grads, tx.init(default.params), default.params)
+    ae, disc = split_params(updates)
+    assert all(np.allclose(u, -0.01) for u in ae) and all(np.allclose(u, -0.001) for u in disc)  # optim.lr / 10
 
 
 def test_aae_needs_a_bottleneck():

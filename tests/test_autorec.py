@@ -251,6 +251,14 @@ def test_non_masking_objective_on_ratings_exits_2(tmp_path, runs_dir):
     assert "Traceback" not in r.output and not runs_dir.exists()
 
 
+def test_autorec_on_dense_data_exits_2(tmp_path, runs_dir):
+    cfg = write_config(tmp_path / "g.yaml", objective={"kind": "autorec"})  # the 2-D mixture of TINY
+    r = dsm("train", "--config", cfg)
+    assert r.exit_code == 2, r.output
+    assert "data.kind: objective.kind 'autorec' is defined on data.kind ratings, not 'gmm'" in r.stderr
+    assert "Traceback" not in r.output and not runs_dir.exists()
+
+
 def test_autorec_needs_an_mlp_without_bottleneck():
     raw = {"name": "t", "data": TINY_SYNTH, "objective": {"kind": "autorec"}}
     with pytest.raises(UserError, match="model.latent: objective.kind 'autorec' reads an mlp without a bottleneck"):

@@ -33,6 +33,7 @@ B = 48
 
 GMM2 = {"kind": "gmm", "means": [[-2.0, -2.0], [2.0, 2.0]], "stds": [0.5, 0.5], "weights": [0.3, 0.7],
         "n_train": 128, "n_test": 32}
+RATINGS = {"kind": "ratings", "n_users": 30, "n_items": 120, "density": 0.3}  # for objectives defined on ratings
 DIGITS = {"kind": "digits", "test_fraction": 0.9}  # 179 training images, for the image networks
 GMM3 = {"kind": "gmm", "means": [[-1.0, 0.5, 1.0], [1.0, 0.0, -1.0]], "stds": [0.7, 0.4], "weights": [0.5, 0.5],
         "n_train": 128, "n_test": 32}
@@ -185,7 +186,8 @@ def _contract_cases():
                 extra = {"latent": 2} if (cls.NEEDS_LATENT and model_kind in ("mlp", "conv")) else {}
                 tag = "-".join(f"{k}={v}" for k, v in case.items())
                 slow = images and kind in ("ism", "rcae")  # second order through a U-Net: ~30 s to compile
-                yield pytest.param({"kind": kind, **case}, tiny_model(model_kind, **extra), DIGITS if images else None,
+                data = RATINGS if cls.DATA_KINDS == ("ratings",) else DIGITS if images else None
+                yield pytest.param({"kind": kind, **case}, tiny_model(model_kind, **extra), data,
                                    id=f"{kind}{'[' + tag + ']' if tag else ''}-{model_kind}",
                                    marks=[pytest.mark.slow] if slow else [])
 
@@ -310,7 +312,7 @@ def test_tied_dae_energy_gradient_is_reconstruction_score(x64, sigma):
     assert obj.has_energy
 
 
-VECTOR_CASES = [c for c in _contract_cases() if c.values[2] is None]
+VECTOR_CASES = [c for c in _contract_cases() if c.values[2] is None]  # GMM3 data below
 
 
 @pytest.mark.parametrize("obj_raw, model_raw", [c.values[:2] for c in VECTOR_CASES], ids=[c.id for c in VECTOR_CASES])

@@ -188,6 +188,10 @@ def objective_class(kind):
 TRAINABLE = [k for k in objectives.REGISTRY if objective_class(k).trains]
 
 
+# Small data of the kinds some objectives require (DATA_KINDS).
+SMALL_DATA = {"ratings": {"kind": "ratings", "n_users": 40, "n_items": 60, "density": 0.3}}
+
+
 def small_model(kind) -> dict:
     """The first network kind the objective accepts, small, with a bottleneck where needed."""
     cls = objective_class(kind)
@@ -199,8 +203,10 @@ def small_model(kind) -> dict:
 @pytest.mark.parametrize("kind", TRAINABLE)
 def test_kill_9_at_several_moments_for_every_objective(tmp_path, kind):
     model = small_model(kind)
+    data_kinds = objective_class(kind).DATA_KINDS
+    data = {"data": SMALL_DATA[data_kinds[0]]} if data_kinds else {}
     config = write_config(tmp_path / f"{kind}.yaml", {"train.steps": 120, "train.ckpt_every": 20,
-                                                       "train.eval_every": 20}, objective={"kind": kind}, model=model)
+                                                       "train.eval_every": 20}, objective={"kind": kind}, model=model, **data)
     ref = tmp_path / "runs" / "ref" / "v001"
     assert dsm("train", "--config", config, "--name", "ref", "--runs-dir", tmp_path / "runs").returncode == 0
     assert dsm("eval", ref).returncode == 0

@@ -9,7 +9,9 @@ learns to tell prior draws from codes, and the encoder learns to fool it:
 simultaneous step per batch: the trainer differentiates J = J_AE(θ; sg φ) + J_D(sg θ; φ) once,
 whose gradient is ∇_θ J_AE for the autoencoder and ∇_φ J_D for the discriminator (sg = stop
 gradient), and ``optax.multi_transform`` applies ``optim`` to the autoencoder and a copy of it
-with ``disc_lr`` to the discriminator. The logged ``loss`` is that J; ``recon``, ``gen_loss``
+with ``disc_lr`` to the discriminator. The defaults (λ = 0.1, ``disc_lr`` = ``optim.lr``/10) are
+the balanced setting measured on the digits: a discriminator at the autoencoder's rate with
+λ = 1 wins outright and the codes collapse. The logged ``loss`` is that J; ``recon``, ``gen_loss``
 (the λ-less adversarial term) and ``disc_loss`` are logged too (a balanced game keeps
 ``disc_loss`` near 2 log 2 ≈ 1.386).
 """
@@ -28,9 +30,9 @@ DISCRIMINATOR = "discriminator"  # the attribute holding the parameter group wit
 
 class Config(Section):
     kind: Literal["aae"] = "aae"
-    lam: NonNegativeFloat = 1.0
+    lam: NonNegativeFloat = 0.1
     disc_hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
-    disc_lr: PositiveFloat | None = None  # default: optim.lr
+    disc_lr: PositiveFloat | None = None  # default: optim.lr / 10
 
 
 def logits(layers, z):
@@ -84,7 +86,7 @@ class AAE(AutoencoderObjective):
 
         from dsmcli import optim
 
-        disc_cfg = optim_cfg.model_copy(update={"lr": self.cfg.disc_lr or optim_cfg.lr})
+        disc_cfg = optim_cfg.model_copy(update={"lr": self.cfg.disc_lr or optim_cfg.lr / 10})
 
         def labels(params):
             return jax.tree_util.tree_map_with_path(

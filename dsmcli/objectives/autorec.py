@@ -83,6 +83,7 @@ class AutoRec(Objective):
     MODELS = ("mlp",)
     READS_RECONSTRUCTION = True
     HANDLES_MISSING = True
+    DATA_KINDS = ("ratings",)  # rows = items; the held-out ratings sit in the same matrix (x_test)
     has_score = False
 
     def __init__(self, cfg, data, model_cfg):

@@ -30,6 +30,7 @@ class Objective:
     READS_RECONSTRUCTION: bool = False  # an ``mlp`` output is r(x), not s(x)
     NEEDS_LATENT: bool = False  # an ``mlp`` must have a ``latent`` bottleneck
     HANDLES_MISSING: bool = False  # the loss masks NaN entries (data sets with unobserved values)
+    DATA_KINDS: tuple[str, ...] | None = None  # the data kinds it is defined on (None: any)
 
     def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg
@@ -39,6 +40,11 @@ class Objective:
             raise UserError(
                 f"model.kind: '{model_cfg.kind}' cannot be used with objective.kind '{cfg.kind}' "
                 f"(allowed: {', '.join(self.MODELS)})"
+            )
+        if self.DATA_KINDS is not None and getattr(data, "kind", None) not in self.DATA_KINDS:
+            raise UserError(
+                f"data.kind: objective.kind '{cfg.kind}' is defined on data.kind {', '.join(self.DATA_KINDS)}, "
+                f"not '{data.kind}'"
             )
         if getattr(data, "has_missing", False) and not self.HANDLES_MISSING:
             raise UserError(
