@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from dsmcli.models.conv_blocks import conv, require_image, to_images, to_rows, unet
+from dsmcli.models.conv_blocks import conv, require_image, to_images, to_rows, unet, upsample2
 from dsmcli.models.mlp import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
@@ -30,7 +30,6 @@ class Config(Section):
 
 
 def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, image_shape=None, **options):
-    import jax.numpy as jnp
     from flax import nnx
 
     k = cfg.latent
@@ -69,8 +68,7 @@ def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, image_s
         def decode(self, z):
             h = act(self.from_code(z)).reshape(z.shape[0], *self.small, chans[-1])
             for i, layer in enumerate(self.dec):
-                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-                h = layer(h)
+                h = layer(upsample2(h))
                 if i < len(self.dec) - 1:
                     h = act(h)
             return to_rows(h)

@@ -121,11 +121,18 @@ def unet(channels: list[int], emb_dim: int | None, act, rngs):
             h = self.mid(h, emb)
             for i, block in enumerate(self.up):
                 if i:
-                    h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+                    h = upsample2(h)
                 h = block(jnp.concatenate([h, skips.pop()], -1), emb)
             return self.out(act(self.norm_out(h)))
 
     return UNet()
+
+
+def upsample2(h):
+    """Nearest-neighbour 2× up-sampling of (B, H, W, C) feature maps."""
+    import jax.numpy as jnp
+
+    return jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
 
 
 def to_images(x, hw: tuple[int, int]):
