@@ -203,7 +203,8 @@ def print_table(table: list[dict], title: str) -> None:
 
 
 def figures(out_dir: Path, rows: list[dict]) -> None:
-    """Panels per variant (first seed) on shared axes: samples and score fields; loss curves."""
+    """Panels per variant (first seed) on shared axes: samples and score fields (2-D data), or
+    mosaics of sampled images (image data); loss curves."""
     import numpy as np
 
     from dsmcli import experiment, plots
@@ -220,9 +221,11 @@ def figures(out_dir: Path, rows: list[dict]) -> None:
     plots.loss_overlay(out_dir / "loss.png", curves)
     any_run = Path(next(iter(firsts.values()))["run_dir"])
     exp0 = experiment.build(load_experiment(any_run / "config.yaml"))
+    samples = {v: np.load(r["metrics"]["_samples"])["x"] for v, r in firsts.items() if "_samples" in r["metrics"]}
+    if exp0.data.image_shape is not None and samples:
+        plots.image_panels(out_dir / "samples.png", samples, exp0.data.image_shape)
     if exp0.data.dim != 2:
         return
-    samples = {v: np.load(r["metrics"]["_samples"])["x"] for v, r in firsts.items()}
     plots.sample_panels(out_dir / "samples.png", samples, exp0.data)
     fields = {}
     for v, r in firsts.items():

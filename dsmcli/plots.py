@@ -133,6 +133,31 @@ def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
     _save(plt, fig, path)
 
 
+def image_panels(path: Path, samples: dict, shape: tuple[int, ...], side: int = 6, ncols: int = 5) -> None:
+    """One mosaic of the first side × side sampled images per variant (grey scale, each
+    mosaic on the shared [0, 1] range of pixel intensities when the data lives there)."""
+    plt = _plt()
+    n = len(samples)
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    h, w = shape
+    for ax, (title, x) in zip(axes.ravel(), samples.items()):
+        k = min(side * side, len(x))
+        imgs = x[:k].reshape(k, h, w)
+        lo, hi = (0.0, 1.0) if imgs.min() >= -0.05 and imgs.max() <= 1.05 else np.percentile(imgs, [1, 99])
+        tiles = np.full((side * side, h + 1, w + 1), lo)  # one background pixel between images
+        tiles[:k, :h, :w] = np.clip(imgs, lo, hi)
+        mosaic = tiles.reshape(side, side, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(side * (h + 1), side * (w + 1))
+        ax.imshow(mosaic, cmap="gray_r", vmin=lo, vmax=hi)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def loss_overlay(path: Path, curves: dict) -> None:
     """Training loss (and held-out score error where logged) of several runs, one line each."""
     plt = _plt()

@@ -150,3 +150,17 @@ def test_interpolation_grid_runs_from_one_digit_to_the_next():
         np.testing.assert_allclose(rows[c, 1], recon[0], atol=1e-5)
         np.testing.assert_allclose(rows[c, -2], recon[1], atol=1e-5)
         assert not np.allclose(rows[c, 2], rows[c, 1])
+
+
+def test_image_panels_draw_one_mosaic_per_variant(tmp_path):
+    """The comparison figure for image data (compare.figures → plots.image_panels)."""
+    import matplotlib.image as mpimg
+
+    from dsmcli import plots
+
+    rng = np.random.default_rng(0)
+    samples = {"a": rng.uniform(size=(40, 64)), "b": rng.uniform(size=(5, 64)), "c": np.zeros((36, 64))}
+    plots.image_panels(tmp_path / "s.png", samples, (8, 8), side=6, ncols=2)
+    img = mpimg.imread(tmp_path / "s.png")
+    assert img.shape[0] > 100 and img.shape[1] > 100  # 2 rows × 2 columns of panels
+    assert img.shape[0] > img.shape[1] * 0.8
