@@ -3,17 +3,19 @@ per-step work costs, and what the activation costs on XLA:CPU. Reported: best wa
 and the median of steps per CPU-second of this process (less sensitive to other processes'
 load than wall clock on a shared machine).
 
-* ``base``: the bare-JAX reference of ``bench_jax`` (softplus = ``jax.nn.softplus``);
-* ``+ grad norm``: plus ``optax.tree.norm(grads)`` per step, as ``dsmcli.train`` logs it;
-* ``softplus split``: softplus computed as relu(x) + log1p(exp(-|x|)) with derivative
-  sigmoid(x) (same values bit for bit);
+* ``base``: the bare-JAX reference of ``bench_jax`` (dsm's softplus, whose derivative reuses
+  the forward exponential: ``dsmcli.models.activations``);
+* ``+ grad norm``: plus ``optax.tree.norm(grads)`` every step (what ``dsmcli.train`` did
+  before it took the norm once per dispatch);
+* ``jax.nn.softplus``: the library's softplus (logaddexp(x, 0) and its derivative) instead;
 * ``relu``: no transcendental activation at all (a lower bound on the activation's cost);
 * ``XLA_FLAGS=...ynn_fusion_type=+eltwise`` (fresh interpreters, alternated with plain ones):
   XLA:CPU's experimental YNNPACK fusion of elementwise ops, which changes how softplus and the
   other elementwise work are compiled;
 * ``trainer step`` / ``trainer step, no grad norm``: ``dsmcli.train.StepFunction`` as is, and
   with ``optax.tree.norm`` replaced by a constant while it is traced (so the logged gradient norm
-  is the only difference): the cost of the trainer's per-step gradient norm, in its own graph.
+  is the only difference): what the trainer's gradient norm (now taken at the last step of each
+  dispatch, behind a ``lax.cond``) still costs, in its own graph.
 
 Run alone: ``.venv/bin/python benchmarks/ablations.py [--rounds N]``.
 """
@@ -36,7 +38,7 @@ from benchmarks.common import LARGE, SMALL, Samples, data_for  # noqa: E402
 VARIANTS = {
     "base": {},
     "+ grad norm": {"with_grad_norm": True},
-    "softplus split": {"act": "softplus_split"},
+    "jax.nn.softplus": {"act": "jax.nn.softplus"},
     "relu": {"act": "relu"},
 }
 

@@ -1,6 +1,7 @@
-"""Bare-JAX reference: the same MLP, DSM loss and Adam as ``dsm train``, written as a plain
-params pytree (no Flax), one ``jax.jit`` of a ``lax.scan`` over ``SCAN`` steps. Also the
-machine's matmul rate (``jnp.dot`` of 2048×2048 float32)."""
+"""Bare-JAX reference: the same MLP (with dsm's softplus), DSM loss and Adam as ``dsm train``,
+written as a plain params pytree (no Flax), one ``jax.jit`` of a ``lax.scan`` over ``SCAN``
+steps. Also the machine's matmul rate (``jnp.dot`` of 2048×2048 float32) and the rate of the
+LARGE step's parts alone (:class:`PartRunner`: its matmuls, its Adam update, its RNG)."""
 
 from __future__ import annotations
 
@@ -26,32 +27,18 @@ def init_params(p: Problem, seed: int = 0):
     ]
 
 
-def softplus_split(x):
-    """softplus written as relu(x) + log1p(exp(-|x|)), with the exact derivative sigmoid(x):
-    the same values bit for bit as ``jax.nn.softplus`` (= logaddexp(x, 0)) without logaddexp's
-    selects. Used only by the ablation study (benchmarks/ablations.py), to test whether the
-    formulation or the transcendental functions themselves make softplus expensive on XLA:CPU."""
-    import jax
-    import jax.numpy as jnp
-
-    @jax.custom_jvp
-    def f(x):
-        return jax.nn.relu(x) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-    f.defjvps(lambda t, ans, x: jax.nn.sigmoid(x) * t)
-    return f(x)
-
-
 def activation(name: str):
+    """``softplus``: dsm's own (``dsmcli.models.activations.softplus``, as ``dsm train`` uses);
+    ``jax.nn.softplus``: the library's (ablation); ``relu``: no transcendental at all (ablation)."""
     import jax
 
-    return {"softplus": jax.nn.softplus, "softplus_split": softplus_split, "relu": jax.nn.relu}[name]
+    from dsmcli.models.activations import softplus
+
+    return {"softplus": softplus, "jax.nn.softplus": jax.nn.softplus, "relu": jax.nn.relu}[name]
 
 
 def mlp(params, x, act=None):
-    import jax
-
-    act = act or jax.nn.softplus
+    act = act or activation("softplus")
     for layer in params[:-1]:
         x = act(x @ layer["w"] + layer["b"])
     return x @ params[-1]["w"] + params[-1]["b"]
@@ -172,6 +159,94 @@ class TrainerStepRunner:
 
     def segment(self, dispatches: int) -> float:
         """Steps/s (wall clock); steps per CPU-second of this process in ``cpu_rate``."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(dispatches):
+            self._run()
+        self.cpu_rate = dispatches * self.length / max(time.process_time() - c0, 1e-9)
+        return dispatches * self.length / (time.perf_counter() - t0)
+
+
+class PartRunner:
+    """One part of the training step alone, with the step's shapes, in a ``lax.scan`` of
+    ``length`` iterations (same loop and timing as :class:`BareRunner`):
+
+    * ``matmuls``: only the matrix products: forward X·W₁, H₁·W₂, H₂·W₃ and backward
+      ∂W₃ = H₂ᵀG₃, G₂ = G₃W₃ᵀ, ∂W₂ = H₁ᵀG₂, G₁ = G₂W₂ᵀ, ∂W₁ = XᵀG₁ (no input gradient); the
+      weights move by a tiny multiple of their gradient each iteration so that nothing can be
+      hoisted out of the loop. No activation, loss, RNG, gather or optimizer: the time of a step
+      that were nothing but its matmuls, the ceiling of ``step_flops / time`` for this model.
+    * ``adam``: only ``optax.adam``'s update and ``apply_updates`` on all parameters, fed a
+      gradient that costs one fused multiply-add per entry.
+    * ``rng``: only the step's randomness: fold_in/split of the step key, the batch indices and
+      the B × D standard-normal noise (reduced to a scalar so that it is not dead code).
+
+    The three are disjoint pieces of the DSM step; the sum of their times is a lower bound on
+    the step's time on XLA:CPU, which runs the step's ops one after the other."""
+
+    def __init__(self, p: Problem, x_train, part: str, length: int = SCAN):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        params = init_params(p)
+        x0 = jax.device_put(np.asarray(x_train[: p.batch]))
+        if part == "matmuls":
+            def body(state, t):
+                ws, x = state
+                hs = [x]
+                for w in ws:
+                    hs.append(hs[-1] @ w)
+                g = hs[-1] * 1e-3
+                new = []
+                for i in range(len(ws) - 1, -1, -1):
+                    new.append(ws[i] - 1e-9 * (hs[i].T @ g))
+                    if i:
+                        g = g @ ws[i].T
+                return (new[::-1], x), None
+
+            state = ([layer["w"] for layer in params], x0)
+        elif part == "adam":
+            tx = optax.adam(LR)
+
+            def body(state, t):
+                ps, opt_state = state
+                grads = jax.tree.map(lambda v: v * 1e-3 + t.astype(v.dtype) * 1e-7, ps)
+                updates, opt_state = tx.update(grads, opt_state, ps)
+                return (optax.apply_updates(ps, updates), opt_state), None
+
+            state = (params, tx.init(params))
+        elif part == "rng":
+            base = jax.random.key(1)
+            n = x_train.shape[0]
+
+            def body(acc, t):
+                kb, kn = jax.random.split(jax.random.fold_in(base, t))
+                idx = jax.random.randint(kb, (p.batch,), 0, n)
+                eps = jax.random.normal(kn, (p.batch, p.dim), jnp.float32)
+                return acc + eps[0, 0] + idx[0].astype(jnp.float32), None
+
+            state = jnp.float32(0.0)
+        else:
+            raise ValueError(part)
+
+        def run(state, start):
+            return jax.lax.scan(body, state, start + jnp.arange(length))[0]
+
+        self.state = state
+        self.compiled = jax.jit(run, donate_argnums=0).lower(self.state, np.int32(0)).compile()
+        self.length = length
+        self.step = 0
+        self.last_loss = None
+        self._run()
+
+    def _run(self):
+        import jax
+
+        self.state = self.compiled(self.state, np.int32(self.step))
+        self.step += self.length
+        jax.block_until_ready(self.state)
+
+    def segment(self, dispatches: int) -> float:
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(dispatches):
             self._run()

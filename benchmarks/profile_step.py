@@ -73,7 +73,7 @@ def category(name: str, info: str) -> str:
     func = src.rsplit(":", 1)[-1]
     if any(k in op for k in ("_normal", "_uniform", "_randint", "random_bits", "threefry", "random_split", "random_fold_in")):
         return "rng (batch indices + noise)"
-    if "softplus" in op:
+    if "softplus" in op or "/models/activations.py:" in src:
         return "softplus (fwd+bwd)"
     if "dot_general" in op or opcode == "dot" or name.startswith(("dot", "ynn_fusion")):
         if "transpose(" in op:

@@ -51,6 +51,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from benchmarks import ablations, bench_dsm, bench_jax, bench_startup, bench_torch, profile_step  # noqa: E402
 from benchmarks.common import LARGE, SMALL, Samples, data_for, loadavg, machine_info  # noqa: E402
 
+# the LARGE step's parts, each alone (bench_jax.PartRunner): contender name -> part
+PARTS = {"matmuls alone": "matmuls", "Adam alone": "adam", "RNG alone": "rng"}
+
 TARGETS = {
     "small_dsm_over_torch": 2.0,
     "large_dsm_over_torch": 1.3,
@@ -100,8 +103,8 @@ def log(msg: str) -> None:
 def throughput(cfg: dict, workdir: Path, deadline: float | None = None) -> dict:
     import jax  # noqa: F401  (imported here so the start-up section runs first)
 
-    contenders = ["dsm train", "bare JAX", "trainer step (bare loop)", "torch eager", "torch eager 1 thread",
-                  "torch eager OMP passive"]
+    contenders = ["dsm train", "bare JAX", "trainer step (bare loop)", *PARTS, "torch eager",
+                  "torch eager 1 thread", "torch eager OMP passive"]
     if cfg["torch_compile"]:
         contenders.append("torch.compile")
     res = {p.name: {c: Samples() for c in contenders} for p in (SMALL, LARGE)}
@@ -129,6 +132,9 @@ def throughput(cfg: dict, workdir: Path, deadline: float | None = None) -> dict:
         eager1 = bench_torch.Runner(p, x, threads=1)
         eager1.warm()
         r = {"bare JAX": bare, "torch eager": eager, "torch eager 1 thread": eager1}
+        if p is LARGE:
+            for name, part in PARTS.items():
+                r[name] = bench_jax.PartRunner(p, x, part)
         if trainer is not None:
             r["trainer step (bare loop)"] = trainer
         if cfg["torch_compile"]:
@@ -159,12 +165,15 @@ def throughput(cfg: dict, workdir: Path, deadline: float | None = None) -> dict:
                 pair["dsm_train_steps_per_sec"] = out["steps_per_sec"]
             info[p.name]["dsm train"].setdefault("runs", []).append(out)
             log(f"round {rnd + 1} {p.name}: bare JAX, trainer step, torch")
-            for name, n in (("bare JAX", c["bare_dispatches"]), ("trainer step (bare loop)", c["trainer_dispatches"])):
+            for name, n in (("bare JAX", c["bare_dispatches"]), ("trainer step (bare loop)", c["trainer_dispatches"]),
+                            *((name, c["bare_dispatches"]) for name in PARTS)):
                 if name in r:
                     res[p.name][name].add(r[name].segment(n))
                     cpu[p.name][name].add(r[name].cpu_rate)
                     if p is LARGE and name == "bare JAX":
                         pair["bare_jax_steps_per_sec"] = res[p.name][name].values[-1]
+                    if p is LARGE and name in PARTS:
+                        pair[PARTS[name] + "_alone_steps_per_sec"] = res[p.name][name].values[-1]
             if p is LARGE:
                 paired.append(pair)
             for name, steps in (("torch eager", c["torch_steps"]), ("torch eager 1 thread", c["torch1_steps"]),
@@ -206,6 +215,19 @@ def ratio(a, b):
     return a / b if a and b else None
 
 
+def parts_budget(pair: dict, step_flops: float) -> dict | None:
+    """The LARGE 80 % target as a time budget: at the matmul rate sampled in that round, 80 %
+    means at most ``step_flops / (0.8 · rate)`` per step; against it, the times of the step's
+    parts measured alone in the same round (ms per step) and their sum."""
+    rate = pair.get("matmul_gflops")
+    parts = {k: pair.get(f"{k}_alone_steps_per_sec") for k in PARTS.values()}
+    if not rate or not all(parts.values()):
+        return None
+    ms = {k: 1e3 / v for k, v in parts.items()}
+    return {"budget_ms": step_flops / (TARGETS["large_fraction_of_matmul"] * rate * 1e9) * 1e3,
+            "parts_ms": ms, "sum_ms": sum(ms.values())}
+
+
 def summarize(thr: dict, startup: dict, cfg: dict) -> dict:
     s = thr["samples"]
     best = {p: {c: v.best for c, v in d.items()} for p, d in s.items()}
@@ -221,6 +243,9 @@ def summarize(thr: dict, startup: dict, cfg: dict) -> dict:
                  for q in thr.get("paired", [])]
     per_round_bare = [ratio(q.get("bare_jax_steps_per_sec", 0) * large_flops / 1e9, q.get("matmul_gflops"))
                       for q in thr.get("paired", [])]
+    per_round_ceiling = [ratio(q.get("matmuls_alone_steps_per_sec", 0) * large_flops / 1e9, q.get("matmul_gflops"))
+                         for q in thr.get("paired", [])]
+    budget = [parts_budget(q, large_flops) for q in thr.get("paired", [])]
     mm_cpu = thr["matmul_cpu"].median
     cpu_med = {p: {c: v.median for c, v in d.items()} for p, d in thr["cpu"].items()}
     r = {
@@ -230,6 +255,9 @@ def summarize(thr: dict, startup: dict, cfg: dict) -> dict:
         "large_fraction_of_matmul_per_round": [x and round(x, 3) for x in per_round],
         "large_fraction_of_matmul_best_over_best": ratio(dsm_large_gflops, mm),
         "large_bare_fraction_of_matmul_paired": max([x for x in per_round_bare if x] or [0]) or None,
+        "large_matmuls_alone_fraction_of_matmul_paired": max([x for x in per_round_ceiling if x] or [0]) or None,
+        "large_dsm_over_matmuls_alone": ratio(best["LARGE"]["dsm train"], best["LARGE"].get("matmuls alone")),
+        "large_parts_budget_per_round": budget,
         "large_bare_fraction_of_matmul_cpu_basis": ratio((cpu_med["LARGE"]["bare JAX"] or 0) * large_flops / 1e9, mm_cpu),
         "large_trainer_step_fraction_of_matmul_cpu_basis": ratio(
             (cpu_med["LARGE"]["trainer step (bare loop)"] or 0) * large_flops / 1e9, mm_cpu),
@@ -319,6 +347,14 @@ def render(results: dict) -> str:
     add(f"| ... per round | {', '.join(pct(x) for x in r['large_fraction_of_matmul_per_round'])} | | |")
     add(f"| ... best dsm round / best matmul sample of the run | {pct(r['large_fraction_of_matmul_best_over_best'])} | | |")
     add(f"| LARGE bare JAX / matmul rate (same round, best round) | {pct(r['large_bare_fraction_of_matmul_paired'])} | | |")
+    if r.get("large_matmuls_alone_fraction_of_matmul_paired"):
+        add(f"| LARGE step's matmuls alone / matmul rate (same round, best round): the ceiling | {pct(r['large_matmuls_alone_fraction_of_matmul_paired'])} | | |")
+        add(f"| LARGE dsm train / its matmuls alone (steps/s, best rounds) | {pct(r['large_dsm_over_matmuls_alone'])} | | |")
+    for i, b in enumerate(r.get("large_parts_budget_per_round") or []):
+        if b:
+            parts = " + ".join(f"{k} {v:.2f}" for k, v in b["parts_ms"].items())
+            add(f"| round {i + 1}: 80 % budget per LARGE step vs its parts alone (ms) | budget {b['budget_ms']:.2f}; "
+                f"{parts} = {b['sum_ms']:.2f} ({100 * b['sum_ms'] / b['budget_ms']:.0f} % of it) | | |")
     add(f"| LARGE GFLOP per CPU-s / matmul GFLOP per CPU-s: bare JAX; trainer step | {pct(r['large_bare_fraction_of_matmul_cpu_basis'])}; {pct(r['large_trainer_step_fraction_of_matmul_cpu_basis'])} | | |")
     add(f"| steps per CPU-s, bare JAX / torch 1 thread: SMALL; LARGE | {_f(r['small_bare_over_torch_1thread_cpu_basis'], '{:.2f}', 'x')}; {_f(r['large_bare_over_torch_1thread_cpu_basis'], '{:.2f}', 'x')} | | |")
     add(f"| bare JAX / dsm train, SMALL | {_f(r['small_bare_over_dsm'], '{:.2f}', 'x')} | (overhead) | |")

@@ -23,7 +23,7 @@ from dsmcli import objectives as objective_registry
 from dsmcli import samplers as sampler_registry
 from dsmcli.errors import UserError
 from dsmcli.parallel import ParallelConfig
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 # --------------------------------------------------------------------------- YAML
@@ -150,8 +150,8 @@ class SampleConfig(Section):
     step_size: PositiveFloat = 1e-3
     init: InitConfig = Field(default_factory=UniformInit)
     batch: PositiveInt | None = None
-    sigma_max: PositiveFloat | None = None
-    sigma_min: PositiveFloat | None = None
+    sigma_max: NoiseScale | None = None
+    sigma_min: NoiseScale | None = None
     n_sigmas: PositiveInt | None = None
     denoise: bool = False
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 
 class Section(BaseModel):
@@ -15,3 +17,19 @@ class SyntheticData(Section):
     n_train: PositiveInt = 20000
     n_test: PositiveInt = 5000
     seed: NonNegativeInt = 0  # seeds the data set itself, independent of the experiment seed
+
+
+# A noise scale or standard deviation σ. Losses and samplers use σ², 1/σ and 1/σ² in float32,
+# whose normal range is ≈ 1.2e-38 … 3.4e38, so σ is bounded to [1e-18, 1e18]: a positive
+# float outside it (σ = 2.2e-309 validated once and then diverged at the first step) is refused.
+SIGMA_RANGE = (1e-18, 1e18)
+
+
+def _noise_scale(value: float) -> float:
+    low, high = SIGMA_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low:g} and {high:g} (σ² and 1/σ² are computed in float32)")
+    return value
+
+
+NoiseScale = Annotated[float, AfterValidator(_noise_scale)]

@@ -6,8 +6,10 @@ the objective's noise. Nothing else is random, so a run resumed from the checkpo
 continues bit for bit as the uninterrupted run would have.
 
 Logged per dispatch (one ``metrics.jsonl`` line at every multiple of ``log_every``):
-``loss`` and ``grad_norm`` are means over the steps of that dispatch; ``steps_per_sec`` is
-measured over the dispatch (compilation excluded, reported once as ``compile_s``).
+``loss`` (and an objective's extra metrics) are means over the steps of that dispatch;
+``grad_norm`` is the global gradient norm ‖∇θ‖₂ at the dispatch's last step (every step's
+with ``on_nonfinite: skip_step``, which needs it; then the mean); ``steps_per_sec`` is measured
+over the dispatch (compilation excluded, reported once as ``compile_s``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class StepFunction:
         ema_decay = cfg.train.ema_decay
         objective = exp.objective
 
-        def one_step(state, x_train, step):
+        def one_step(state, x_train, step, last_step):
             key_batch, key_loss = jax.random.split(jax.random.fold_in(base_key, step))
             idx = jax.random.randint(key_batch, (batch_size,), 0, x_train.shape[0])
             x = x_train[idx]
@@ -51,20 +53,32 @@ class StepFunction:
                 return objective.loss(exp.net(params), x, key_loss, x_train)
 
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-            grad_norm = optax.tree.norm(grads)
+            if skip_nonfinite:  # every step needs its verdict before its update
+                grad_norm = optax.tree.norm(grads)
+                finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            else:
+                # A pass over every gradient entry per step cost 8-12 % of a large step
+                # (BENCHMARKS.md): the norm is taken at the dispatch's last step only. A
+                # non-finite gradient earlier makes the next loss non-finite, and the
+                # parameters are checked once after the scan.
+                is_last = step == last_step
+                grad_norm = jax.lax.cond(is_last, optax.tree.norm, lambda g: jnp.float32(jnp.nan), grads)
+                finite = jnp.isfinite(loss) & (~is_last | jnp.isfinite(grad_norm))
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
             new = {"params": params, "opt_state": opt_state}
             if ema_decay is not None:
                 new["ema"] = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, state["ema"], params)
-            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
             if skip_nonfinite:
                 new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
             return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
 
         def run(state, x_train, start, length):
             steps = start + jnp.arange(length)
-            return jax.lax.scan(lambda s, t: one_step(s, x_train, t), state, steps)
+            state, metrics = jax.lax.scan(lambda s, t: one_step(s, x_train, t, start + length - 1), state, steps)
+            leaves = jax.tree.leaves(state["params"])
+            metrics["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in leaves]))
+            return state, metrics
 
         self._jitted = jax.jit(run, static_argnums=3, donate_argnums=0)
         self._compiled = {}
@@ -161,6 +175,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
     x_train = jax.device_put(np.asarray(exp.data.x_train), parallel.replicated(mesh))
     step_fn = StepFunction(exp, tx, mesh)
     every = cfg.train.log_every
+    skip_mode = cfg.train.on_nonfinite == "skip_step"
     t_start = time.perf_counter()
     last: dict = {}
     evaluated_at = None
@@ -192,10 +207,18 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             new_state, metrics = step_fn(state, x_train, step, length)
             metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t0 - (step_fn.compile_s - compile_before)
+            params_finite = bool(metrics.pop("params_finite"))
             bad = np.flatnonzero(~metrics["finite"])
-            if len(bad) and cfg.train.on_nonfinite == "stop":
+            if not params_finite and not len(bad):
+                bad = np.array([length - 1])
+            if len(bad) and (not skip_mode or not params_finite):  # skip_step cannot undo a whole dispatch
                 first = step + int(bad[0]) + 1
-                quantity = "loss" if not np.isfinite(metrics["loss"][bad[0]]) else "gradient norm"
+                if not np.isfinite(metrics["loss"][bad[0]]):
+                    quantity = "loss"
+                elif not np.isfinite(metrics["grad_norm"][bad[0]]):
+                    quantity = "gradient norm"
+                else:
+                    quantity = "parameters"
                 saved = checkpoint.checkpoints(run_dir)
                 where = f"; the last good checkpoint is {saved[-1][1]} (step {saved[-1][0]})" if saved else ""
                 msg = f"training diverged: non-finite {quantity} at step {first}{where}"
@@ -210,7 +233,7 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             record = {
                 "step": step,
                 "loss": finite_mean(metrics["loss"]),
-                "grad_norm": finite_mean(metrics["grad_norm"]),
+                "grad_norm": finite_mean(metrics["grad_norm"]) if skip_mode else float(metrics["grad_norm"][-1]),
                 "lr": float(lr_at(step)),
                 "steps_per_sec": round(length / dt, 2) if dt > 0 else None,
                 "wall_s": round(wall_before + time.perf_counter() - t_start, 3),

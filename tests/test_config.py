@@ -78,9 +78,20 @@ def test_unknown_kind_lists_allowed_values():
 
 def test_wrong_types_and_ranges_name_the_path_and_value():
     msg = error_of(base(objective={"kind": "dsm", "sigma": -1}, train={"batch_size": 0}, model={"hidden": [8, "a"]}))
-    assert "objective.sigma: Input should be greater than 0 (got -1)" in msg
+    assert "objective.sigma: must be between 1e-18 and 1e+18 (σ² and 1/σ² are computed in float32) (got -1)" in msg
     assert "train.batch_size: Input should be greater than 0 (got 0)" in msg
     assert "model.hidden.1: Input should be a valid integer" in msg
+
+
+def test_noise_scales_must_keep_their_square_a_normal_float32():
+    """σ enters the losses as σ², 1/σ², which under- or overflow in float32 outside ≈ [1e-19, 1e19]
+    (the config fuzzer found σ = 2.2e-309 validating, then diverging at step 1)."""
+    msg = error_of(base(objective={"kind": "dsm", "sigma": 2.2e-309}))
+    assert "objective.sigma: must be between 1e-18 and 1e+18" in msg and "(got 2.2e-309)" in msg
+    assert "objective.sigma_max: must be between 1e-18 and 1e+18" in error_of(
+        base(objective={"kind": "ncsn", "sigma_max": 1e19}))
+    assert "sample.sigma_min: must be between" in error_of(base(sample={"sigma_min": 1e-20}))
+    assert "objective.decoder_std: must be between" in error_of(base(objective={"kind": "vae", "decoder_std": 0}))
 
 
 def test_cross_field_rules():

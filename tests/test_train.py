@@ -96,7 +96,7 @@ def test_resume_only_changes_train_steps(tiny_config, runs_dir):
 
 def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, runs_dir):
     cfg = write_config(tmp_path / "nan.yaml", {"optim.lr": 1e30, "optim.kind": "sgd", "optim.momentum": 0.0})
-    with pytest.raises(TrainingDiverged, match=r"non-finite (loss|gradient norm) at step \d+") as e:
+    with pytest.raises(TrainingDiverged, match=r"non-finite (loss|gradient norm|parameters) at step \d+") as e:
         api.train(cfg, runs_dir=str(runs_dir))
     run_dir = runs_dir / "nan" / "v001"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -106,6 +106,35 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, 
     _, leaves = final_params(run_dir)
     assert all(np.isfinite(x).all() for x in leaves)
     api.evaluate(run_dir)  # the kept checkpoint is usable
+
+
+def test_parameters_that_overflow_stop_the_run_even_with_a_finite_loss_and_gradient(tmp_path, runs_dir):
+    """SGD at lr 1e38 turns an O(1) gradient into an infinite update: step 1's loss and gradient
+    are finite, its parameters are not (the check after each dispatch)."""
+    cfg = write_config(tmp_path / "inf.yaml", {"optim.lr": 1e38, "optim.kind": "sgd", "optim.momentum": 0.0,
+                                              "train.log_every": 1})
+    with pytest.raises(TrainingDiverged, match=r"non-finite parameters at step 1;"):
+        api.train(cfg, runs_dir=str(runs_dir))
+    _, leaves = final_params(runs_dir / "inf" / "v001")
+    assert all(np.isfinite(x).all() for x in leaves)
+
+
+def test_logged_loss_is_the_dispatch_mean_and_grad_norm_the_last_steps(tmp_path, runs_dir):
+    """The same run logged every step and every 5 steps: the 5-step record's loss is the mean of
+    the five per-step losses, its grad_norm the 5th step's gradient norm."""
+    records = {}
+    for every in (1, 5):
+        cfg = write_config(tmp_path / f"log{every}.yaml", {"train.steps": 10, "train.log_every": every,
+                                                           "train.eval_every": 10})
+        run_dir, _ = api.train(cfg, runs_dir=str(runs_dir))
+        records[every] = {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+    fine, coarse = records[1], records[5]
+    assert sorted(coarse) == [5, 10]
+    for end in (5, 10):
+        per_step = [fine[t] for t in range(end - 4, end + 1)]
+        assert coarse[end]["loss"] == pytest.approx(np.mean([r["loss"] for r in per_step]), rel=1e-5)
+        assert coarse[end]["grad_norm"] == pytest.approx(per_step[-1]["grad_norm"], rel=1e-5)
+        assert len({round(r["grad_norm"], 6) for r in per_step}) == 5  # the norms differ step to step
 
 
 def test_skip_step_survives_nonfinite_steps(tmp_path, runs_dir):

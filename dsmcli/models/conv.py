@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from dsmcli.models.conv_blocks import conv, require_image, to_images, to_rows, unet, upsample2
-from dsmcli.models.mlp import ACTIVATIONS, activation_fn
+from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
 NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist)

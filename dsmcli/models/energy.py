@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from dsmcli.models.mlp import ACTIVATIONS, activation_fn, forward, stack
+from dsmcli.models.activations import ACTIVATIONS, activation_fn
+from dsmcli.models.mlp import forward, stack
 from dsmcli.section import Section
 
 

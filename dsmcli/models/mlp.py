@@ -14,22 +14,14 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
+from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
-
-ACTIVATIONS = ("softplus", "relu", "silu", "swish", "tanh", "elu", "gelu", "sigmoid")
-
 
 class Config(Section):
     kind: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
     activation: Literal[ACTIVATIONS] = "softplus"
     latent: PositiveInt | None = None
-
-
-def activation_fn(name: str):
-    import jax
-
-    return {"swish": jax.nn.silu}.get(name) or getattr(jax.nn, name)
 
 
 def stack(widths: list[int], rngs):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from dsmcli.models.conv_blocks import require_image, to_images, to_rows, unet
-from dsmcli.models.mlp import ACTIVATIONS, activation_fn
+from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
 NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist)

@@ -16,12 +16,12 @@ from typing import Literal
 from pydantic import Field, PositiveFloat
 
 from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["dae"] = "dae"
-    sigma: PositiveFloat = 0.1
+    sigma: NoiseScale = 0.1
     noise: Literal["gaussian", "masking"] = "gaussian"
     p: float = Field(0.25, gt=0.0, lt=1.0)  # masking probability
 

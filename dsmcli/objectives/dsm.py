@@ -16,12 +16,12 @@ from pydantic import PositiveFloat
 
 from dsmcli import losses
 from dsmcli.objectives.base import SCORE_MODELS, Objective
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["dsm"] = "dsm"
-    sigma: PositiveFloat = 0.1
+    sigma: NoiseScale = 0.1
 
 
 class DSM(Objective):

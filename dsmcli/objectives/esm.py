@@ -20,13 +20,13 @@ from pydantic import PositiveFloat
 from dsmcli import losses
 from dsmcli.errors import UserError
 from dsmcli.objectives.base import Objective
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["esm"] = "esm"
     target: Literal["exact", "parzen"] = "exact"
-    sigma: PositiveFloat = 0.1  # Parzen bandwidth (target: parzen)
+    sigma: NoiseScale = 0.1  # Parzen bandwidth (target: parzen)
 
 
 def parzen_score(x, centers, sigma):

@@ -19,13 +19,13 @@ import numpy as np
 from pydantic import Field, PositiveFloat, model_validator
 
 from dsmcli.objectives.base import Objective
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["ncsn"] = "ncsn"
-    sigma_max: PositiveFloat | None = None
-    sigma_min: PositiveFloat = 0.01
+    sigma_max: NoiseScale | None = None
+    sigma_min: NoiseScale = 0.01
     n_sigmas: int = Field(10, ge=2)
 
     @model_validator(mode="after")

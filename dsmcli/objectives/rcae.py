@@ -16,12 +16,12 @@ from pydantic import PositiveFloat, PositiveInt
 from dsmcli import losses
 from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
 from dsmcli.objectives.dae import reconstruction_error
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["rcae"] = "rcae"
-    sigma: PositiveFloat = 0.1
+    sigma: NoiseScale = 0.1
     jacobian: Literal["exact", "hutchinson"] = "exact"
     n_probes: PositiveInt = 1
 

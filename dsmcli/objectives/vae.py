@@ -15,14 +15,14 @@ from typing import Literal
 from pydantic import PositiveFloat
 
 from dsmcli.objectives.autoencoder import AutoencoderObjective
-from dsmcli.section import Section
+from dsmcli.section import NoiseScale, Section
 
 
 class Config(Section):
     kind: Literal["vae"] = "vae"
     beta: PositiveFloat = 1.0
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
-    decoder_std: PositiveFloat = 0.1
+    decoder_std: NoiseScale = 0.1
 
 
 class VAE(AutoencoderObjective):
