@@ -88,7 +88,24 @@ def make_runner(p: Problem, x_train, *, length: int = SCAN, with_grad_norm: bool
     return compiled, state, x_dev, compile_s
 
 
-class BareRunner:
+class _Timed:
+    """``segment(n)``: ``n`` back-to-back dispatches of ``self._run()`` (``self.length`` steps each)."""
+
+    length: int
+
+    def _run(self):
+        raise NotImplementedError
+
+    def segment(self, dispatches: int) -> float:
+        """Steps/s (wall clock); steps per CPU-second of this process in ``cpu_rate``."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(dispatches):
+            self._run()
+        self.cpu_rate = dispatches * self.length / max(time.process_time() - c0, 1e-9)
+        return dispatches * self.length / (time.perf_counter() - t0)
+
+
+class BareRunner(_Timed):
     """The compiled bare-JAX scan; :meth:`segment` times ``dispatches`` back-to-back scans of
     ``SCAN`` steps, fetching each scan's losses to the host as the trainer does."""
 
@@ -108,16 +125,8 @@ class BareRunner:
         out = jax.device_get(out)
         self.last_loss = float(np.mean(out[0] if isinstance(out, tuple) else out))
 
-    def segment(self, dispatches: int) -> float:
-        """Steps/s (wall clock); steps per CPU-second of this process in ``cpu_rate``."""
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(dispatches):
-            self._run()
-        self.cpu_rate = dispatches * self.length / max(time.process_time() - c0, 1e-9)
-        return dispatches * self.length / (time.perf_counter() - t0)
 
-
-class TrainerStepRunner:
+class TrainerStepRunner(_Timed):
     """``dsmcli.train.StepFunction`` (the trainer's own compiled scan: Flax NNX model, optax
     chain, grad norm, finiteness flags) driven by the same loop as :class:`BareRunner`, so that
     the difference between the two is the compiled step graph alone."""
@@ -157,16 +166,8 @@ class TrainerStepRunner:
         metrics = jax.device_get(metrics)
         self.last_loss = float(np.mean(metrics["loss"]))
 
-    def segment(self, dispatches: int) -> float:
-        """Steps/s (wall clock); steps per CPU-second of this process in ``cpu_rate``."""
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(dispatches):
-            self._run()
-        self.cpu_rate = dispatches * self.length / max(time.process_time() - c0, 1e-9)
-        return dispatches * self.length / (time.perf_counter() - t0)
 
-
-class PartRunner:
+class PartRunner(_Timed):
     """One part of the training step alone, with the step's shapes, in a ``lax.scan`` of
     ``length`` iterations (same loop and timing as :class:`BareRunner`):
 
@@ -245,13 +246,6 @@ class PartRunner:
         self.state = self.compiled(self.state, np.int32(self.step))
         self.step += self.length
         jax.block_until_ready(self.state)
-
-    def segment(self, dispatches: int) -> float:
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(dispatches):
-            self._run()
-        self.cpu_rate = dispatches * self.length / max(time.process_time() - c0, 1e-9)
-        return dispatches * self.length / (time.perf_counter() - t0)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict:

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from dsmcli import checkpoint, parallel
+from dsmcli import checkpoint, parallel, xla_options
 from dsmcli.evaluation import evaluate
 from dsmcli.errors import TrainingDiverged, TrainingInterrupted, UserError
 from dsmcli.runs import MetricsLog, read_json, write_json
@@ -81,6 +81,7 @@ class StepFunction:
             return state, metrics
 
         self._jitted = jax.jit(run, static_argnums=3, donate_argnums=0)
+        self.compiler_options = xla_options.for_training_step(exp.params, batch_size)
         self._compiled = {}
         self.compile_s = 0.0
 
@@ -90,7 +91,7 @@ class StepFunction:
         fn = self._compiled.get(length)
         if fn is None:
             t0 = time.perf_counter()
-            fn = self._jitted.lower(state, x_train, np.int32(start), length).compile()
+            fn = self._jitted.lower(state, x_train, np.int32(start), length).compile(compiler_options=self.compiler_options)
             self.compile_s += time.perf_counter() - t0
             self._compiled[length] = fn
         return fn(state, x_train, np.int32(start))
