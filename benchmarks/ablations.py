@@ -9,9 +9,9 @@ load than wall clock on a shared machine).
   before it took the norm once per dispatch);
 * ``jax.nn.softplus``: the library's softplus (logaddexp(x, 0) and its derivative) instead;
 * ``relu``: no transcendental activation at all (a lower bound on the activation's cost);
-* ``XLA_FLAGS=...ynn_fusion_type=+eltwise`` (fresh interpreters, alternated with plain ones):
-  XLA:CPU's experimental YNNPACK fusion of elementwise ops, which changes how softplus and the
-  other elementwise work are compiled;
+* ``+ YNNPACK eltwise``: compiled with the per-compilation XLA option that
+  ``dsmcli.xla_options`` gives the training step of small dense networks (YNNPACK fusion of
+  elementwise ops on CPU);
 * ``trainer step`` / ``trainer step, no grad norm``: ``dsmcli.train.StepFunction`` as is, and
   with ``optax.tree.norm`` replaced by a constant while it is traced (so the logged gradient norm
   is the only difference): what the trainer's gradient norm (now taken at the last step of each
@@ -34,17 +34,19 @@ if __name__ == "__main__":
 
 from benchmarks import bench_jax  # noqa: E402
 from benchmarks.common import LARGE, SMALL, Samples, data_for  # noqa: E402
+from dsmcli.xla_options import YNN_FUSIONS_WITH_ELTWISE  # noqa: E402
 
 VARIANTS = {
     "base": {},
     "+ grad norm": {"with_grad_norm": True},
     "jax.nn.softplus": {"act": "jax.nn.softplus"},
     "relu": {"act": "relu"},
+    "+ YNNPACK eltwise": {"compiler_options": {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS_WITH_ELTWISE}},
 }
 
 
 # short segments, many rounds: on a shared machine, best-of-many short samples is the robust figure
-SEGMENT = {"SMALL": {"length": 100, "dispatches": 2}, "LARGE": {"length": 20, "dispatches": 1}}
+SEGMENT = {"SMALL": {"length": 100, "dispatches": 4}, "LARGE": {"length": 20, "dispatches": 1}}
 
 
 def _trainer_runners(p, x, length: int, workdir: Path) -> dict:
@@ -62,60 +64,9 @@ def _trainer_runners(p, x, length: int, workdir: Path) -> dict:
     return out
 
 
-YNN_ELTWISE = "--xla_cpu_experimental_ynn_fusion_type=+eltwise"
-
-_CHILD = """
-import json, sys, time
-from benchmarks import bench_jax
-from benchmarks.ablations import SEGMENT
-from benchmarks.common import LARGE, SMALL, Samples, data_for
-out = {}
-for p in (SMALL, LARGE):
-    seg = SEGMENT[p.name]
-    r = bench_jax.BareRunner(p, data_for(p), length=seg["length"])
-    wall, cpu = Samples(), Samples()
-    for _ in range(int(sys.argv[1])):
-        wall.add(r.segment(seg["dispatches"]))
-        cpu.add(r.cpu_rate)
-    out[p.name] = {"wall_best": wall.best, "cpu_median": cpu.median}
-print(json.dumps(out))
-"""
-
-
-def xla_flag_ab(flags: str = YNN_ELTWISE, alternations: int = 2, rounds: int = 5, log=None) -> dict:
-    """Bare-JAX steps/s in fresh interpreters without and with ``XLA_FLAGS=flags``, alternated
-    (XLA flags are read once per process, so the two cannot share one)."""
-    import json
-    import os
-    import subprocess
-
-    repo = Path(__file__).resolve().parent.parent
-    runs = {"plain": [], "flag": []}
-    for _ in range(alternations):
-        for tag in ("plain", "flag"):
-            env = {**os.environ, "PYTHONPATH": str(repo), "DSM_COMPILE_CACHE": "0"}
-            env.pop("XLA_FLAGS", None)
-            if tag == "flag":
-                env["XLA_FLAGS"] = flags
-            if log:
-                log(f"ablations: XLA flag A/B, {tag}")
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(rounds)], capture_output=True, env=env,
-                                  cwd=repo, timeout=300)
-            if proc.returncode != 0:
-                return {"error": proc.stderr.decode(errors="replace")[-300:]}
-            runs[tag].append(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
-    out = {"flags": flags}
-    for p in ("SMALL", "LARGE"):
-        best = {t: max(r[p]["wall_best"] for r in runs[t]) for t in runs}
-        cpu = {t: max(r[p]["cpu_median"] for r in runs[t]) for t in runs}
-        out[p] = {"wall_best": best, "cpu_median_best_process": cpu,
-                  "flag_over_plain_wall": round(best["flag"] / best["plain"], 3),
-                  "flag_over_plain_cpu": round(cpu["flag"] / cpu["plain"], 3)}
-    return out
-
-
 def run(rounds: int = 10, log=None, workdir: Path | None = None) -> dict:
     import tempfile
+
 
     out = {}
     tmp = None
@@ -148,10 +99,6 @@ def run(rounds: int = 10, log=None, workdir: Path | None = None) -> dict:
         }
     if tmp is not None:
         tmp.cleanup()
-    try:
-        out["xla_ynn_eltwise"] = xla_flag_ab(log=log)
-    except Exception as e:  # noqa: BLE001
-        out["xla_ynn_eltwise"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return out
 
 

@@ -11,7 +11,8 @@ less sensitive to other jobs' load than wall clock. Sections:
    B = 512) and LARGE (784-D mixture, MLP 784→1024→1024→784, B = 256):
    (a) ``dsm train`` through ``dsmcli.api.train`` (logging, checkpoints; compile excluded;
        in-process persistent compile cache off: ``DSM_COMPILE_CACHE=0``),
-   (b) a bare JAX reference (params pytree, ``jax.jit`` + ``lax.scan`` of 100 steps),
+   (b) a bare JAX reference (params pytree, ``jax.jit`` + ``lax.scan`` of 100 steps, XLA's
+       default options),
    (b') the trainer's own compiled scan (``dsmcli.train.StepFunction``) driven by the bare loop,
    (c) PyTorch eager (2 threads; 1 thread and ``OMP_WAIT_POLICY=PASSIVE`` as supplementary
        rows) and ``torch.compile``,
@@ -22,7 +23,7 @@ less sensitive to other jobs' load than wall clock. Sections:
    every compilation cached, and a timestamped breakdown of a warm start;
 3. a ``jax.profiler`` breakdown of the compiled step by op category (bare JAX, trainer) and a
    ``torch.profiler`` one of the PyTorch step;
-4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA flag.
+4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA compiler option.
 
 ``--quick`` runs one round with small step counts and skips ``torch.compile``, the profile and
 the ablations (a smoke check, written to ``benchmarks/results_quick.json``).
@@ -89,7 +90,7 @@ def plan(quick: bool) -> dict:
         "first_step_pairs": 2,
         "first_step_what_if": True,
         "profile_dispatches": 1,
-        "ablation_rounds": 5,
+        "ablation_rounds": 8,
         # soft limit for the whole run: on a loaded machine fewer rounds are run, and the profile
         # and ablations are skipped when the time is not left for them (recorded in results.json)
         "budget_s": 570,
@@ -410,17 +411,6 @@ def render(results: dict) -> str:
                 f"{_f(d[v]['best'], '{:.1f}')} ({_f(d[v]['best_over_base'], '{:.2f}', 'x')}); "
                 f"{_f(d[v]['cpu_rate']['median'], '{:.1f}')} ({_f(d[v]['cpu_median_over_base'], '{:.2f}', 'x')})"
                 for v in variants) + " |")
-        xf = results["ablations"].get("xla_ynn_eltwise")
-        if xf and "error" not in xf:
-            add("")
-            add(f"| bare JAX step in fresh processes, XLA_FLAGS={xf['flags']} | plain: best steps/s | flag: best steps/s | flag / plain (wall; CPU) |")
-            add("|---|---|---|---|")
-            for pname in ("SMALL", "LARGE"):
-                d = xf[pname]
-                add(f"| {pname} | {d['wall_best']['plain']:.1f} | {d['wall_best']['flag']:.1f} | "
-                    f"{d['flag_over_plain_wall']:.2f}x; {d['flag_over_plain_cpu']:.2f}x |")
-        elif xf:
-            add(f"(XLA flag A/B failed: {xf['error']})")
     for k in ("profile_skipped", "ablations_skipped"):
         if results.get(k):
             add(f"({k.replace('_', ' ')}: {results[k]})")
