@@ -210,16 +210,14 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             dt = time.perf_counter() - t0 - (step_fn.compile_s - compile_before)
             params_finite = bool(metrics.pop("params_finite"))
             bad = np.flatnonzero(~metrics["finite"])
-            if not params_finite and not len(bad):
-                bad = np.array([length - 1])
-            if len(bad) and (not skip_mode or not params_finite):  # skip_step cannot undo a whole dispatch
-                first = step + int(bad[0]) + 1
-                if not np.isfinite(metrics["loss"][bad[0]]):
-                    quantity = "loss"
-                elif not np.isfinite(metrics["grad_norm"][bad[0]]):
-                    quantity = "gradient norm"
-                else:
-                    quantity = "parameters"
+            diverged = None  # (index in the dispatch, quantity)
+            if len(bad) and not skip_mode:
+                i = int(bad[0])
+                diverged = (i, "loss" if not np.isfinite(metrics["loss"][i]) else "gradient norm")
+            elif not params_finite:  # skip_step cannot undo a whole dispatch either
+                diverged = (length - 1, "parameters")
+            if diverged is not None:
+                first, quantity = step + diverged[0] + 1, diverged[1]
                 saved = checkpoint.checkpoints(run_dir)
                 where = f"; the last good checkpoint is {saved[-1][1]} (step {saved[-1][0]})" if saved else ""
                 msg = f"training diverged: non-finite {quantity} at step {first}{where}"

@@ -17,6 +17,7 @@ from pydantic import Field, PositiveInt
 from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
+
 class Config(Section):
     kind: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field
 
 from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
 from dsmcli.section import NoiseScale, Section

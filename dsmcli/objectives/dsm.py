@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveFloat
-
 from dsmcli import losses
 from dsmcli.objectives.base import SCORE_MODELS, Objective
 from dsmcli.section import NoiseScale, Section

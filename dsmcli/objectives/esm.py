@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveFloat
-
 from dsmcli import losses
 from dsmcli.errors import UserError
 from dsmcli.objectives.base import Objective

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveInt
 
 from dsmcli import losses
 from dsmcli.objectives.base import RECONSTRUCTION_MODELS, Objective
