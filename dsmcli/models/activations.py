@@ -9,10 +9,11 @@ Its values are those of ``jax.nn.softplus`` (= logaddexp(x, 0)) to 2 ulp; the di
 the derivative. A ``custom_jvp`` computes e^{−|x|} once and reuses it for σ(x), so the backward
 pass of a layer stores σ(x) and multiplies (one exp and one log1p per element in all), where
 logaddexp's derivative evaluates another exponential of the output. On XLA:CPU that made the
-SMALL training step (2→128→128→2, batch 512) ≈1.4× faster (BENCHMARKS.md). The rule is written
-as a JVP, so forward mode (``jax.jvp``, ``jacfwd``: exact ISM, contractive penalties) and
-derivatives of any order work; the derivative is also closer to σ (relative error ≤ 1.7e-7, about 1.4 ulp,
-against 5.3e-7 for logaddexp's, float32 on [−80, 80]). Tested in tests/test_activations.py.
+SMALL training step (2→128→128→2, batch 512) 1.4–1.6× faster (BENCHMARKS.md). The rule is
+written as a JVP, so forward mode (``jax.jvp``, ``jacfwd``: exact ISM, contractive penalties)
+and derivatives of any order work; the derivative is also closer to σ (relative error
+≤ 1.7e-7, about 1.4 ulp, against 5.3e-7 for logaddexp's; float32 on [−80, 80]). Tested in
+tests/test_activations.py.
 """
 
 from __future__ import annotations
