@@ -34,14 +34,14 @@ if __name__ == "__main__":
 
 from benchmarks import bench_jax  # noqa: E402
 from benchmarks.common import LARGE, SMALL, Samples, data_for  # noqa: E402
-from dsmcli.xla_options import YNN_FUSIONS_WITH_ELTWISE  # noqa: E402
+from dsmcli.xla_options import ELTWISE_OPTIONS  # noqa: E402
 
 VARIANTS = {
     "base": {},
     "+ grad norm": {"with_grad_norm": True},
     "jax.nn.softplus": {"act": "jax.nn.softplus"},
     "relu": {"act": "relu"},
-    "+ YNNPACK eltwise": {"compiler_options": {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS_WITH_ELTWISE}},
+    "+ YNNPACK eltwise": {"compiler_options": ELTWISE_OPTIONS},
 }
 
 

@@ -1,7 +1,8 @@
 """Bare-JAX reference: the same MLP (with dsm's softplus), DSM loss and Adam as ``dsm train``,
 written as a plain params pytree (no Flax), one ``jax.jit`` of a ``lax.scan`` over ``SCAN``
-steps, compiled with XLA's default options. Also the machine's matmul rate (``jnp.dot`` of 2048×2048 float32) and the rate of the
-LARGE step's parts alone (:class:`PartRunner`: its matmuls, its Adam update, its RNG)."""
+steps, compiled with XLA's default options. Also the machine's matmul rate (``jnp.dot`` of
+2048×2048 float32) and the rate of the LARGE step's parts alone (:class:`PartRunner`: its
+matmuls, its Adam update, its RNG)."""
 
 from __future__ import annotations
 
@@ -225,8 +226,7 @@ class PartRunner(_Timed):
                 kb, kn = jax.random.split(jax.random.fold_in(base, t))
                 idx = jax.random.randint(kb, (p.batch,), 0, n)
                 eps = jax.random.normal(kn, (p.batch, p.dim), jnp.float32)
-                # every draw is used: with the unrolled hash XLA would otherwise compute only
-                # the entries that reach the output
+                # every draw must reach the output, or XLA computes only the ones that do
                 return acc + jnp.sum(eps) + jnp.sum(idx).astype(jnp.float32), None
 
             state = jnp.float32(0.0)
@@ -240,7 +240,6 @@ class PartRunner(_Timed):
         self.compiled = jax.jit(run, donate_argnums=0).lower(self.state, np.int32(0)).compile()
         self.length = length
         self.step = 0
-        self.last_loss = None
         self._run()
 
     def _run(self):

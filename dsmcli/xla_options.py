@@ -2,8 +2,8 @@
 
 One option is used: on CPU, for small multilayer perceptrons, XLA's YNNPACK fusion of
 elementwise ops (``xla_cpu_experimental_ynn_fusion_type`` = its default individual dots and
-reductions plus elementwise fusions; the same as ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+eltwise``,
-but for this one compilation). Measured side by side (BENCHMARKS.md, ablations): the DSM step of
+reductions plus elementwise fusions; the same as
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+eltwise``, but for this one compilation). Measured side by side (BENCHMARKS.md, ablations): the DSM step of
 a 2→128→128→2 MLP at batch 512 (largest activation 512 × 128 = 65 536 entries) ran 1.15–1.18×
 faster with it, that of a 784→1024→1024→784 MLP at batch 256 (262 144 entries) 0.83–0.88× as
 fast. So it is on when every parameter is a vector or a matrix (a dense network) and batch ×
@@ -19,6 +19,7 @@ import os
 
 ELTWISE_MAX_ENTRIES = 2**17
 YNN_FUSIONS_WITH_ELTWISE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
+ELTWISE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS_WITH_ELTWISE}
 
 
 def largest_dense_activation(params, batch_size: int) -> int | None:
@@ -46,5 +47,5 @@ def for_training_step(params, batch_size: int) -> dict | None:
     import jax
 
     if ynn_eltwise(params, batch_size, jax.default_backend()):
-        return {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS_WITH_ELTWISE}
+        return dict(ELTWISE_OPTIONS)
     return None
