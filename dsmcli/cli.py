@@ -26,7 +26,9 @@ Overrides = Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overri
 RunsDir = Annotated[Optional[str], typer.Option("--runs-dir", help="Output root (default: $DSM_RUNS, else ./runs).")]
 
 
-USER_FS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM}
+# File-system errors the user can fix (space, permissions, a file where a directory belongs).
+USER_FS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM,
+                  errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 
 
 def _err(message: str) -> None:
@@ -51,11 +53,25 @@ def _handled(fn):
         except TrainingInterrupted as e:
             _err(str(e))
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:  # outside training (which stops cleanly by itself): files are whole or absent
+            _err("interrupted; nothing was left half-written")
+            raise typer.Exit(130) from None
         except OSError as e:
             if e.errno not in USER_FS_ERRORS:
                 raise
-            _err(f"cannot write '{e.filename or '?'}': {e.strerror} (free space or permissions of the runs "
-                 f"directory; nothing written earlier was changed)")
+            where = f"'{e.filename}'" if e.filename else "a file"
+            _err(f"cannot write {where}: {e.strerror} (check the free space and permissions there; every file "
+                 f"is written whole or not at all, so what was written before is unchanged)")
+            raise typer.Exit(2) from None
+        except MemoryError:
+            _err("out of memory (a size in the config is too large for this machine: lower data.n_train, "
+                 "train.batch_size, sample.n or the network size)")
+            raise typer.Exit(2) from None
+        except Exception as e:
+            if "RESOURCE_EXHAUSTED" not in str(e)[:2000]:
+                raise
+            _err(f"the device ran out of memory ({str(e).splitlines()[0][:200]}); lower train.batch_size, "
+                 f"sample.batch or the network size")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -186,6 +202,11 @@ def list_runs(
         typer.echo(f"no runs under {root}")
         return
     shown = [k for k in runs.KEY_METRICS if k == "score_error" or any(r.get(k) is not None for r in rows)]
+    for r in rows:  # a metric older than the run's newest step says which step it is from
+        for k in shown:
+            at = r.get(f"{k}_step")
+            if r.get(k) is not None and at is not None and r.get("steps") is not None and at != r["steps"]:
+                r[k] = f"{_fmt(r[k])} @{at}"
     _table(rows, ["name", "version", "objective", "status", "steps", "loss", *shown], title=str(root), vertical=False)
 
 

@@ -21,17 +21,20 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from dsmcli import runs
-from dsmcli.errors import NothingToSample, UserError
+from dsmcli.errors import NothingToSample, UserError, quote
 from dsmcli.section import Section
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
 class Variant(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=90)
     set: dict[str, Any] = Field(default_factory=dict)
 
 
 class CompareConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=runs.NAME_MAX - len("compare-"))
     base: str
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: list[Variant] = Field(min_length=1)
@@ -70,9 +73,17 @@ def variant_configs(cfg: CompareConfig, base: Path, overrides: list[str]):
     """Validated experiment configs for every variant × seed (all checked before any training)."""
     from dsmcli.config import apply_overrides, read_yaml_file, validate
 
-    raw_base = apply_overrides(read_yaml_file(base) or {}, overrides)
+    raw_base = read_yaml_file(base, what="base") or {}
+    if not isinstance(raw_base, dict):
+        raise UserError(f"base: '{base}' holds a YAML {type(raw_base).__name__}, not an experiment config "
+                        f"(a mapping of sections: data, model, objective, ...)")
+    raw_base = apply_overrides(raw_base, overrides)
     out = []
     for variant in cfg.variants:
+        run_name = f"{cfg.name}-{variant.name}"
+        if len(run_name) > runs.NAME_MAX:
+            raise UserError(f"variant '{variant.name}': its runs are named '{quote(run_name, 40)}' ({len(run_name)} "
+                            f"characters; at most {runs.NAME_MAX}): shorten the compare name or the variant name")
         for seed in cfg.seeds:
             raw = apply_overrides(raw_base, variant.set)
             raw.update(seed=seed, name=f"{cfg.name}-{variant.name}")
@@ -90,17 +101,21 @@ def find_reusable(root: Path, cfg) -> Path | None:
     difference."""
     from dsmcli.config import read_yaml_file, validate
 
+    from dsmcli import provenance
+
     want = _training_identity(cfg.to_dict())
     for row in runs.list_runs(root):
         if row["status"] != "completed" or row["objective"] != cfg.objective.kind:
             continue  # cheap checks before parsing and validating the config
         path = Path(row["path"])
         try:
-            have = validate(read_yaml_file(path / "config.yaml"), str(path)).to_dict()
+            have = validate(read_yaml_file(path / "config.yaml"), str(path))
         except UserError:
             continue  # a run of an older, incompatible schema
-        if _training_identity(have) == want:
-            return path
+        if _training_identity(have.to_dict()) != want or runs.damage(path):
+            continue
+        if provenance.fingerprint_matches(path, have, runs.read_json(path / "meta.json", {})):
+            return path  # same config, and its data files are still the ones it was trained on
     return None
 
 

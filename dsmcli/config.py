@@ -15,20 +15,39 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, model_validator
 
 from dsmcli import data as data_registry
 from dsmcli import models as model_registry
 from dsmcli import objectives as objective_registry
 from dsmcli import samplers as sampler_registry
-from dsmcli.errors import UserError
+from dsmcli.errors import UserError, quote
 from dsmcli.parallel import ParallelConfig
-from dsmcli.section import NoiseScale, Section
+from dsmcli.section import NoiseScale, Section, file_paths
 
 
 # --------------------------------------------------------------------------- YAML
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 SafeLoader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2."""
+    """YAML 1.1 SafeLoader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2, and
+    refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *defaults" merges, and explicit keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{quote(key, 40)}' (first given at line {seen[key] + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -45,16 +64,55 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str, source: str) -> Any:
+MAX_CONFIG_BYTES = 1 << 20  # a config file or override larger than this is refused unread
+MAX_CONFIG_VALUES = 100_000  # values of a config after YAML aliases are expanded
+
+
+def expanded_size(obj: Any, limit: int = MAX_CONFIG_VALUES) -> int:
+    """Number of values in ``obj`` with every YAML alias expanded (shared lists and mappings are
+    counted each time they occur), computed in time linear in the distinct objects and capped
+    just above ``limit`` (a recursive alias counts as over the limit)."""
+    sizes: dict[int, int] = {}
+    over = limit + 1
+
+    def size(o) -> int:
+        if not isinstance(o, (list, dict)):
+            return 1
+        if id(o) in sizes:
+            return sizes[id(o)]
+        sizes[id(o)] = over  # a cycle back to o: infinite
+        total = 1
+        for child in (o.values() if isinstance(o, dict) else o):
+            total = min(over, total + size(child))
+            if total >= over:
+                break
+        sizes[id(o)] = total
+        return total
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return size(obj)
+    except RecursionError:
+        return over
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UserError(f"{source}: {len(text)} characters of YAML; a config is at most {MAX_CONFIG_BYTES} (1 MiB)")
+    try:
+        value = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{source}: malformed YAML{where}: {problem}") from None
+        raise UserError(f"{source}: malformed YAML{where}: {quote(problem, 200)}") from None
+    except RecursionError:
+        raise UserError(f"{source}: the YAML is nested too deeply to be a config") from None
+    if expanded_size(value) > MAX_CONFIG_VALUES:
+        raise UserError(f"{source}: the YAML expands to more than {MAX_CONFIG_VALUES} values (through its "
+                        f"aliases, '*name'); a config is far smaller: remove the aliases") from None
+    return value
 
 
 def dump_yaml(obj: Any) -> str:
@@ -89,17 +147,23 @@ class OptimConfig(Section):
     b2: float = Field(0.999, ge=0.0, lt=1.0)
 
 
+MAX_STEPS = 2**31 - 1  # the step counter (and the random key of step t) is a 32-bit integer
+
+
 class TrainConfig(Section):
     """Steps are fused ``log_every`` at a time into one ``lax.scan`` dispatch, so ``eval_every``
-    and ``ckpt_every`` must be multiples of ``log_every``."""
+    and ``ckpt_every`` must be multiples of ``log_every``. With ``on_nonfinite: skip_step`` a
+    step whose loss or gradient is non-finite is skipped, and ``max_consecutive_skips`` skipped
+    steps in a row fail the run (exit 1): a run that skips everything is not a success."""
 
-    steps: NonNegativeInt = 5000
+    steps: NonNegativeInt = Field(5000, le=MAX_STEPS)
     batch_size: PositiveInt = 512
     log_every: PositiveInt = 100
     eval_every: PositiveInt = 1000
     ckpt_every: PositiveInt = 1000
     keep_checkpoints: PositiveInt = 3
     on_nonfinite: Literal["stop", "skip_step"] = "stop"
+    max_consecutive_skips: PositiveInt = 100
     eval_batch: PositiveInt = 4096
     ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # evaluate/sample with an EMA of the parameters
 
@@ -165,9 +229,24 @@ class SampleConfig(Section):
         return self
 
 
+SEED_LIMIT = 2**32
+
+
+def _seed(value: int) -> int:
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"must be an integer from 0 to {SEED_LIMIT - 1} (JAX's random key holds 32 bits of "
+                         f"it: larger seeds would repeat smaller ones)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_seed)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
+
+
 class ExperimentConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    seed: NonNegativeInt = 0
+    name: Name
+    seed: Seed = 0
     data: DataConfig
     model: ModelConfig = Field(default_factory=lambda: model_registry.REGISTRY[model_registry.DEFAULT_KIND].Config())
     objective: ObjectiveConfig
@@ -176,8 +255,19 @@ class ExperimentConfig(Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
+    # {dotted key: the path as the user wrote it} for every file path of the config (stored
+    # absolute); provenance records both in meta.json.
+    _paths_as_written: dict = PrivateAttr(default_factory=dict)
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+    def file_paths(self) -> dict[str, str]:
+        """``{dotted.key: absolute path}`` of every file the config names (``data.path``)."""
+        return file_paths(self)
+
+    def paths_as_written(self) -> dict[str, str]:
+        return {k: self._paths_as_written.get(k, v) for k, v in self.file_paths().items()}
 
 
 # Sections that are unions over kinds, and the kind used when a mapping gives none.
@@ -212,12 +302,12 @@ def _section_class(path: tuple[str, ...], raw_section: Any):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=VALUE`` → (["a", "b", "c"], YAML-parsed VALUE)."""
     if "=" not in item:
-        raise UserError(f"override '{item}': expected KEY=VALUE with a dotted key, e.g. objective.sigma=0.05")
+        raise UserError(f"override '{quote(item, 80)}': expected KEY=VALUE with a dotted key, e.g. objective.sigma=0.05")
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise UserError(f"override '{item}': '{key}' is not a dotted key like optim.lr")
-    return parts, parse_yaml(value, f"override '{item}'") if value.strip() else None
+        raise UserError(f"override '{quote(item, 80)}': '{quote(key, 40)}' is not a dotted key like optim.lr")
+    return parts, parse_yaml(value, f"override '{quote(item, 80)}'") if value.strip() else None
 
 
 def apply_overrides(raw: dict, items: list[str] | dict) -> dict:
@@ -257,9 +347,9 @@ def _unknown_keys(raw: Any, path: tuple[str, ...] = ()) -> list[str]:
     allowed = list(cls.model_fields)
     errors = []
     for key, value in raw.items():
-        where = ".".join((*path, str(key)))
+        where = ".".join((*path, quote(str(key), 40)))
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(key)[:100], allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{'.'.join((*path, close[0]))}'? " if close else ""
             errors.append(f"{where}: unknown key; {hint}allowed keys here: {', '.join(allowed)}")
         else:
@@ -285,21 +375,21 @@ def _format_error(err: dict, raw: dict) -> str:
         union = _UNIONS.get(tuple(path.split(".")))
         allowed = list(union[0]) if union else [t.strip("'\" ") for t in str(ctx.get("expected_tags", "")).split(",")]
         got = ctx.get("tag")
-        close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5) if got else []
+        close = difflib.get_close_matches(str(got)[:100], allowed, n=1, cutoff=0.5) if got else []
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        what = f"unknown kind '{got}'" if kind == "union_tag_invalid" else "missing 'kind'"
+        what = f"unknown kind '{quote(got, 40)}'" if kind == "union_tag_invalid" else "missing 'kind'"
         return f"{path}.kind: {what}{hint} (allowed: {', '.join(allowed)})"
     if kind == "literal_error":
         got = err.get("input")
         allowed = [a.strip("'\" ") for a in re.split(r",| or ", str(ctx.get("expected", ""))) if a.strip()]
-        close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(str(got)[:100], allowed, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"{path}: '{got}' is not allowed{hint} (allowed: {', '.join(allowed)})"
+        return f"{path}: '{quote(got, 40)}' is not allowed{hint} (allowed: {', '.join(allowed)})"
     if kind == "missing":
         return f"{path}: required but missing"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) or got is None else f" (got {quote(got if not isinstance(got, str) else repr(got))})"
     return f"{path}: {msg}{shown}"
 
 
@@ -325,19 +415,32 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
         problems += [_format_error(err, raw) for err in e.errors() if err["type"] != "extra_forbidden"]
     else:
         if not problems:
+            cfg._paths_as_written = {k: _raw_at(raw, k) or v for k, v in cfg.file_paths().items()}
             return cfg
     lines = "\n".join(f"  {p}" for p in dict.fromkeys(problems))
     raise UserError(f"invalid config {source}:\n{lines}")
 
 
-def read_yaml_file(path: str | Path) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--config: file '{path}' does not exist")
+def _raw_at(raw: Any, dotted: str):
+    for part in dotted.split("."):
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return raw if isinstance(raw, str) else None
+
+
+def read_yaml_file(path: str | Path, what: str = "--config") -> Any:
+    from dsmcli.fsio import regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem:
+        raise UserError(f"{what}: file '{quote(str(path), 120)}' {problem}" + (" (give the YAML file itself)" if "directory" in problem else ""))
     try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--config: cannot read '{path}': {e}") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode()
+    except OSError as e:
+        raise UserError(f"{what}: cannot read '{quote(str(path), 120)}': {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what}: '{quote(str(path), 120)}' is not a UTF-8 text file") from None
     return parse_yaml(text, str(path))
 
 

@@ -30,3 +30,16 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def quote(value, limit: int = 60) -> str:
+    """``value`` as text, cut to ``limit`` characters (error messages never echo a huge input)."""
+    import reprlib
+
+    shortener = reprlib.Repr()  # bounded however deep or long the value is (keyword arguments: 3.12+)
+    shortener.maxlevel, shortener.maxlist, shortener.maxtuple, shortener.maxdict = 3, 6, 6, 6
+    shortener.maxstring = shortener.maxother = limit
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
+    text = shortener.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"

@@ -58,8 +58,36 @@ def build(cfg) -> Experiment:
     setup()
     dataset = data.build(cfg.data)
     objective = objectives.make(cfg.objective, dataset, cfg.model)
-    rngs = nnx.Rngs(params=cfg.seed)
-    model = models.build(cfg.model, dataset.dim, rngs, image_shape=dataset.image_shape, **objective.model_options())
-    model = objective.extend_model(model, rngs)
-    graphdef, params = nnx.split(model)
+
+    def make():
+        rngs = nnx.Rngs(params=cfg.seed)
+        model = models.build(cfg.model, dataset.dim, rngs, image_shape=dataset.image_shape, **objective.model_options())
+        return objective.extend_model(model, rngs)
+
+    check_model_size(cfg, make)
+    graphdef, params = nnx.split(make())
     return Experiment(cfg, dataset, objective, graphdef, params)
+
+
+# Bytes per parameter byte while training: the parameters, their gradient, Adam's two moments,
+# an EMA copy and the host copy of a checkpoint.
+TRAINING_COPIES = 6
+
+
+def check_model_size(cfg, make) -> None:
+    """Refuse a network whose parameters (with the optimiser's copies) cannot fit, from its
+    shapes alone: ``nnx.eval_shape`` builds it abstractly, allocating nothing."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from dsmcli import memory
+
+    try:
+        abstract = nnx.state(nnx.eval_shape(make), nnx.Param)
+    except Exception:  # a network that cannot be built abstractly is built (and checked) for real
+        return
+    nbytes = memory.tree_bytes(abstract)
+    count = sum(int(np.prod(x.shape, dtype=np.float64)) for x in jax.tree.leaves(abstract))
+    memory.check(TRAINING_COPIES * nbytes, f"model.kind {cfg.model.kind} ({count:,} parameters, with the "
+                 f"optimiser's copies)", "use a smaller network (model.hidden, model.channels or model.latent)")

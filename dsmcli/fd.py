@@ -28,8 +28,11 @@ def feature_weights(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarra
     digest = hashlib.sha256(np.ascontiguousarray(x_train).tobytes() + np.ascontiguousarray(y_train).tobytes()).hexdigest()[:20]
     path = _cache_dir() / f"{digest}.npz"
     if path.is_file():
-        with np.load(path) as f:
-            return f["W"], f["b"], float(f["acc"])
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return f["W"], f["b"], float(f["acc"])
+        except Exception:  # a damaged cache entry (a killed writer, a full disk): train it again
+            pass
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -40,10 +43,11 @@ def feature_weights(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarra
         clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=0).fit(x_train, y_train)
     W, b, acc = clf.coefs_[0].astype(np.float32), clf.intercepts_[0].astype(np.float32), float(clf.score(x_train, y_train))
     try:
+        from dsmcli import fsio
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, W=W, b=b, acc=acc)
-        os.replace(tmp, path)
+        with fsio.atomic_file(path) as f:
+            np.savez(f, W=W, b=b, acc=acc)
     except OSError:
         pass  # the cache is an optimisation
     return W, b, acc

@@ -27,10 +27,20 @@ def _window(data, extra: np.ndarray | None = None):
     return x0, x1, y0, y1
 
 
-def _save(plt, fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def _save(plt, fig, path, tight: bool = True, **kw) -> None:
+    """Write the figure as PNG: to a file object as is, to a path atomically (``fsio``)."""
+    from dsmcli import fsio
+
+    try:
+        if tight:
+            fig.tight_layout(**kw)
+        if hasattr(path, "write"):
+            fig.savefig(path, format="png")
+        else:
+            with fsio.atomic_file(path) as f:
+                fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _frame(ax, window, title: str, fontsize: int) -> None:
@@ -63,6 +73,10 @@ def _density_background(ax, data, window, n: int = 150):
 
 
 def samples_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
+    """Samples over the data: a scatter in the data plane (the first two coordinates beyond
+    2-D), or for 1-D data a histogram over the exact density (or the held-out data's histogram)."""
+    if data.dim == 1:
+        return _samples_histogram(path, samples, data, title)
     plt = _plt()
     window = _window(data)
     fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
@@ -153,9 +167,7 @@ def image_panels(path: Path, samples: dict, shape: tuple[int, ...], side: int = 
         mosaic = tiles.reshape(side, side, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(side * (h + 1), side * (w + 1))
         ax.imshow(mosaic, cmap="gray_r", vmin=lo, vmax=hi)
         ax.set_title(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path, pad=0.3)
 
 
 def loss_overlay(path: Path, curves: dict) -> None:
@@ -197,9 +209,7 @@ def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n:
     for ax, img in zip(axes.ravel(), x[:n]):
         ax.imshow(np.clip(img.reshape(shape), lo, hi), cmap="gray_r", vmin=lo, vmax=hi)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path, pad=0.2)
 
 
 def density_plot(path: Path, log_densities: dict, data, n: int = 150) -> None:
@@ -218,4 +228,32 @@ def density_plot(path: Path, log_densities: dict, data, n: int = 150) -> None:
         im = ax.imshow(lp, origin="lower", extent=window, cmap="viridis", aspect="equal")
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046, label="log density (grid-normalised)")
+    _save(plt, fig, path)
+
+
+def _samples_histogram(path, samples: np.ndarray, data, title: str) -> None:
+    plt = _plt()
+    x = samples[:, 0]
+    x = x[np.isfinite(x)]
+    ref = data.x_test[:, 0]
+    lo, hi = np.quantile(ref, 0.001), np.quantile(ref, 0.999)
+    pad = 0.25 * (hi - lo) + 1e-3
+    lo, hi = lo - pad, hi + pad
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    bins = np.linspace(lo, hi, 80)
+    ax.hist(np.clip(x, lo, hi), bins=bins, density=True, color="tab:red", alpha=0.5, label=f"samples ({len(samples)})")
+    if data.density is not None:
+        import jax
+
+        grid = np.linspace(lo, hi, 400, dtype=np.float32)[:, None]
+        sigma = 0.0 if data.density.has_score else 0.05
+        p = np.exp(np.asarray(jax.jit(data.density.log_prob, static_argnums=1)(grid, sigma)))
+        ax.plot(grid[:, 0], p, color="tab:blue", lw=1.5, label="true density")
+    else:
+        ax.hist(ref, bins=bins, density=True, histtype="step", color="tab:blue", lw=1.5, label="held-out data")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
     _save(plt, fig, path)

@@ -53,13 +53,23 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
         description=f"objective.kind '{exp.cfg.objective.kind}' with model.kind '{exp.cfg.model.kind}'",
     )
     sampler.check(target, sample_cfg)
+    from dsmcli import memory
+
     key_init, key_run = jax.random.split(jax.random.key(seed))
     n = sample_cfg.n
-    x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
+    # The initial particles, the samples and their concatenation (float32), on the host.
+    memory.check(3 * 4 * n * exp.data.dim, f"sample.n {n} particles of {exp.data.dim} dimensions",
+                 "lower sample.n (or --n)")
     batch = min(sample_cfg.batch or n, n)
     mesh = parallel.mesh(exp.cfg.parallel)
     shard = parallel.batch_sharded(mesh) if mesh.size > 1 and batch % mesh.size == 0 else None
     run = jax.jit(lambda x, k: sampler.run(target, x, k, sample_cfg))
+    run = run.lower(jax.ShapeDtypeStruct((batch, exp.data.dim), jnp.float32, sharding=shard), key_run).compile()
+    need = memory.compiled_bytes(run)
+    if need is not None:
+        memory.check(need, f"the sampler ({batch} particles per dispatch)", "lower sample.batch (or sample.n)",
+                     device=mesh.devices.flat[0])
+    x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
     outs, infos = [], []
     for i, start in enumerate(range(0, n, batch)):
         xb = x0[start : start + batch]
@@ -120,12 +130,13 @@ def sample_metrics(x: np.ndarray, data, seed: int) -> dict:
     return out
 
 
-def sample_file(run_dir: Path, kind: str, n: int, seed: int) -> Path:
-    """``samples/<sampler>-<n>-s<seed>.npz``, or ``…-2.npz``, ``…-3.npz`` when taken (never
-    overwrite an earlier sample, which may have used other sampler settings)."""
+def sample_names(run_dir: Path, kind: str, n: int, seed: int):
+    """``samples/<sampler>-<n>-s<seed>.npz``, then ``…-2.npz``, ``…-3.npz``, …: the candidates
+    for a new sample's name (the first free one is taken atomically: never an overwrite of an
+    earlier sample, which may have used other sampler settings)."""
+    import itertools
+
     base = run_dir / "samples" / f"{kind}-{n}-s{seed}"
-    path, i = base.with_suffix(".npz"), 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}.npz")
-    return path
+    yield base.with_suffix(".npz")
+    for i in itertools.count(2):
+        yield base.with_name(f"{base.name}-{i}.npz")

@@ -33,3 +33,41 @@ def _noise_scale(value: float) -> float:
 
 
 NoiseScale = Annotated[float, AfterValidator(_noise_scale)]
+
+
+class _FilePathMarker:
+    """Marks a config field that names a file or directory (see ``FilePath``)."""
+
+
+def _absolute(value: str) -> str:
+    import os
+
+    if not value.strip():
+        raise ValueError("must be a path to a file or directory, got an empty string")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+# A path in a config (``data.path``): resolved against the current directory when the config is
+# validated and stored absolute in the run's config.yaml, so a run finds its data from anywhere.
+FilePath = Annotated[str, AfterValidator(_absolute), _FilePathMarker()]
+
+
+def _marks_path(annotation) -> bool:
+    from typing import get_args
+
+    if any(isinstance(m, _FilePathMarker) for m in getattr(annotation, "__metadata__", ())):
+        return True
+    return any(_marks_path(a) for a in get_args(annotation))
+
+
+def file_paths(section: BaseModel, prefix: str = "") -> dict[str, str]:
+    """``{dotted.key: path}`` of every ``FilePath`` field set in ``section`` and its subsections."""
+    out = {}
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out.update(file_paths(value, key + "."))
+        elif value is not None and (any(isinstance(m, _FilePathMarker) for m in field.metadata) or _marks_path(field.annotation)):
+            out[key] = value
+    return out

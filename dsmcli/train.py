@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsmcli import checkpoint, parallel, xla_options
 from dsmcli.evaluation import evaluate
 from dsmcli.errors import TrainingDiverged, TrainingInterrupted, UserError
-from dsmcli.runs import MetricsLog, read_json, write_json
+from dsmcli.runs import MetricsLog, write_json
 
 
 class StepFunction:
@@ -85,7 +86,8 @@ class StepFunction:
         self._compiled = {}
         self.compile_s = 0.0
 
-    def __call__(self, state, x_train, start: int, length: int):
+    def compile(self, state, x_train, start: int, length: int):
+        """The executable of a dispatch of ``length`` steps (compiled once per length)."""
         import numpy as np
 
         fn = self._compiled.get(length)
@@ -94,7 +96,12 @@ class StepFunction:
             fn = self._jitted.lower(state, x_train, np.int32(start), length).compile(compiler_options=self.compiler_options)
             self.compile_s += time.perf_counter() - t0
             self._compiled[length] = fn
-        return fn(state, x_train, np.int32(start))
+        return fn
+
+    def __call__(self, state, x_train, start: int, length: int):
+        import numpy as np
+
+        return self.compile(state, x_train, start, length)(state, x_train, np.int32(start))
 
 
 @contextmanager
@@ -134,69 +141,162 @@ def _progress():
     )
 
 
+class NothingToDo(Exception):
+    """A resume of a completed run that is already at ``train.steps``: no file is touched."""
+
+
+@dataclass
+class Plan:
+    """Everything a training needs, prepared without writing a file: every check of a resume
+    (checkpoint fits the model, steps, the log) and of memory happens here, so a refusal
+    changes nothing."""
+
+    exp: object
+    tx: object
+    mesh: object
+    total: int
+    step: int
+    state: object
+    x_train: object
+    step_fn: StepFunction
+    previous: dict = field(default_factory=dict)
+    resume: bool = False
+    started: float = field(default_factory=time.perf_counter)  # wall_s counts from here (compilation included)
+
+
+def prepare(exp, run_dir: Path | None = None, *, resume: bool = False) -> Plan:
+    """Build the optimiser and the state (restored from the newest checkpoint of ``run_dir`` for
+    a resume), put state and data on the devices and compile the first dispatch, checking its
+    memory. Raises ``UserError`` for a resume that cannot continue, ``NothingToDo`` for one
+    that has nothing left to train; writes nothing."""
+    import jax
+    import numpy as np
+
+    from dsmcli import memory, optim
+
+    started = time.perf_counter()
+    cfg = exp.cfg
+    mesh = parallel.mesh(cfg.parallel, cfg.train.batch_size)
+    total = cfg.train.steps if exp.objective.trains else 0
+    tx = optim.for_experiment(exp, total)
+    state = initial_state(exp, tx)
+    step, previous = 0, {}
+    if resume:
+        step, state, previous = _restore_for_resume(exp, run_dir, state, total)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    x_train = jax.device_put(np.asarray(exp.data.x_train), parallel.replicated(mesh))
+    step_fn = StepFunction(exp, tx, mesh)
+    if step < total:
+        every = cfg.train.log_every
+        length = min(every - step % every, total - step)
+        compiled = step_fn.compile(state, x_train, step, length)
+        new_bytes = memory.compiled_bytes(compiled, arguments=False)
+        if new_bytes is not None:
+            memory.check(new_bytes, f"the training step (train.batch_size {cfg.train.batch_size}, "
+                         f"{length} steps per dispatch)", "lower train.batch_size, train.log_every (the "
+                         "per-step metrics of a dispatch are kept) or the network size",
+                         device=mesh.devices.flat[0])
+    return Plan(exp, tx, mesh, total, step, state, x_train, step_fn, previous, resume, started)
+
+
+def _restore_for_resume(exp, run_dir: Path, state, total: int):
+    """(step, state, previous summary) to continue from; every refusal before any write."""
+    from dsmcli import runs
+
+    previous, problem = runs.read_object(run_dir / "summary.json")
+    if problem:
+        raise UserError(f"{run_dir}: summary.json {problem}; the run cannot be resumed safely "
+                        f"(nothing was changed)")
+    previous = previous or {}
+    records, damaged = MetricsLog(run_dir / "metrics.jsonl").scan()
+    if damaged:
+        raise UserError(f"{run_dir}: metrics.jsonl is damaged ({'; '.join(damaged[:2])}); the run cannot be "
+                        f"resumed safely (nothing was changed)")
+    try:
+        restored = checkpoint.restore_latest(run_dir, state)
+    except checkpoint.IncompatibleCheckpoint as e:
+        raise UserError(f"{run_dir}: its checkpoints do not fit the configured model: {e}. Was config.yaml "
+                        f"edited, or dsm upgraded? Restore the config (or dsm version) the run was trained "
+                        f"with, or start a new run; nothing was changed") from None
+    except checkpoint.CorruptCheckpoint as e:
+        raise UserError(f"{run_dir}: {e}; it cannot be resumed (nothing was changed)") from None
+    if restored is None:
+        if any(r["step"] > 0 for r in records):
+            raise UserError(f"{run_dir}: metrics.jsonl logs {records[-1]['step']} steps but checkpoints/ holds no "
+                            f"checkpoint to continue from; nothing was changed")
+        return 0, state, previous
+    step, state = restored
+    if step > total:
+        raise UserError(f"train.steps: the run is already at step {step}; pass train.steps larger than that to "
+                        f"continue (nothing was changed)")
+    if step == total and previous.get("status") == "completed" and previous.get("steps") == step:
+        raise NothingToDo(f"{run_dir} is already complete at step {step} (train.steps={total}); nothing to do. "
+                          f"Continue it with dsm train --resume {run_dir} train.steps=N (N > {step})")
+    return step, state, previous
+
+
 def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
-    """Train ``exp`` in ``run_dir`` (fresh, or resumed from its newest checkpoint).
+    """Prepare and run (the convenience of ``prepare`` + ``run``)."""
+    return run(prepare(exp, run_dir, resume=resume), run_dir)
+
+
+def run(plan: Plan, run_dir: Path) -> dict:
+    """Train ``plan`` in ``run_dir`` (fresh, or from the step it was prepared at).
 
     Returns the summary dict also written to ``summary.json``. Raises ``TrainingDiverged`` on a
-    non-finite loss or gradient (with ``on_nonfinite: stop``) and ``TrainingInterrupted`` on
-    SIGINT/SIGTERM, after writing the summary (and, when interrupted, a final checkpoint).
+    non-finite loss or gradient (with ``on_nonfinite: stop``), or when ``max_consecutive_skips``
+    steps in a row were skipped (``skip_step``), and ``TrainingInterrupted`` on SIGINT/SIGTERM,
+    after writing the summary (and, when interrupted, a final checkpoint).
     """
     import jax
     import numpy as np
 
     from dsmcli import optim
 
-    cfg = exp.cfg
-    mesh = parallel.mesh(cfg.parallel, cfg.train.batch_size)
+    exp, cfg, total, step, state = plan.exp, plan.exp.cfg, plan.total, plan.step, plan.state
     writer = parallel.is_writer()
-    total = cfg.train.steps if exp.objective.trains else 0
-    tx = optim.for_experiment(exp, total)
     lr_at = optim.schedule(cfg.optim, total)
-    state = initial_state(exp, tx)
     log = MetricsLog(run_dir / "metrics.jsonl")
-    step = 0
-    previous = read_json(run_dir / "summary.json", {}) if resume else {}
-    wall_before = float(previous.get("wall_s") or 0.0)
-    if resume:
-        restored = checkpoint.restore_latest(run_dir, state)
-        if restored is not None:
-            step, state = restored
-        if writer:
-            log.truncate_after(step)
-    if step > total:
-        raise UserError(f"train.steps: the run is already at step {step}; pass train.steps larger than that to continue")
-
-    kept = {k: v for k, v in previous.items() if k not in ("error", "stopped_by")}  # final metrics survive a no-op resume
-    summary = {**kept, "status": "running", "steps": step, "objective": cfg.objective.kind, "devices": mesh.size}
+    previous = plan.previous
+    wall_before = float(previous.get("wall_s") or 0.0) if isinstance(previous.get("wall_s"), (int, float)) else 0.0
+    if plan.resume and writer:
+        log.truncate_after(step)
+    kept = {k: v for k, v in previous.items() if k not in ("error", "stopped_by")}  # final metrics survive
+    metric_steps = dict(previous.get("metric_steps") or {}) if isinstance(previous.get("metric_steps"), dict) else {}
+    summary = {**kept, "status": "running", "steps": step, "objective": cfg.objective.kind, "devices": plan.mesh.size}
     save = (lambda s, st: checkpoint.save(run_dir, s, st, cfg.train.keep_checkpoints)) if writer else (lambda s, st: None)
     write_summary = (lambda: write_json(run_dir / "summary.json", summary)) if writer else (lambda: None)
     append = log.append if writer else (lambda record: None)
     write_summary()
-    state = jax.device_put(state, parallel.replicated(mesh))
-    x_train = jax.device_put(np.asarray(exp.data.x_train), parallel.replicated(mesh))
-    step_fn = StepFunction(exp, tx, mesh)
+    x_train, step_fn = plan.x_train, plan.step_fn
     every = cfg.train.log_every
     skip_mode = cfg.train.on_nonfinite == "skip_step"
-    t_start = time.perf_counter()
+    max_skips = cfg.train.max_consecutive_skips
+    skip_run = 0  # consecutive skipped steps up to the current step
+    t_start = plan.started
     last: dict = {}
     evaluated_at = None
     trained_steps, train_time = 0, 0.0
 
     def finish(status: str, **extra) -> dict:
         wall = time.perf_counter() - t_start
+        final = {k: v for k, v in last.items() if k not in ("step", "steps_per_sec", "compile_s", "wall_s")}
+        for key in final:
+            metric_steps[key] = last.get("step", step)
         summary.update(
             status=status,
             steps=step,
             wall_s=round(wall_before + wall, 3),
             steps_per_sec=round(trained_steps / train_time, 2) if train_time else None,
             compile_s=round(step_fn.compile_s, 3),
-            **{k: v for k, v in last.items() if k not in ("step", "steps_per_sec", "compile_s", "wall_s")},
+            **final,
             **extra,
         )
+        summary["metric_steps"] = {k: v for k, v in metric_steps.items() if k in summary}
         write_summary()
         return summary
 
-    if not checkpoint.checkpoints(run_dir):
+    if not checkpoint.checkpoints(run_dir) and writer:
         save(step, state)  # step 0: sample/eval work at once
 
     with _stop_on_signals() as signals, _progress() as bar:
@@ -210,17 +310,23 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             dt = time.perf_counter() - t0 - (step_fn.compile_s - compile_before)
             params_finite = bool(metrics.pop("params_finite"))
             bad = np.flatnonzero(~metrics["finite"])
-            diverged = None  # (index in the dispatch, quantity)
+            diverged = None  # (index in the dispatch, what)
             if len(bad) and not skip_mode:
                 i = int(bad[0])
-                diverged = (i, "loss" if not np.isfinite(metrics["loss"][i]) else "gradient norm")
+                diverged = (i, "non-finite " + ("loss" if not np.isfinite(metrics["loss"][i]) else "gradient norm"))
             elif not params_finite:  # skip_step cannot undo a whole dispatch either
-                diverged = (length - 1, "parameters")
+                diverged = (length - 1, "non-finite parameters")
+            elif skip_mode:
+                reached = _skip_limit_reached(metrics["finite"], skip_run, max_skips)
+                if reached is not None:
+                    diverged = (reached, f"{max_skips} consecutive skipped steps (train.on_nonfinite: skip_step; "
+                                         f"train.max_consecutive_skips={max_skips}), the last")
+                skip_run = _trailing_skips(metrics["finite"], skip_run)
             if diverged is not None:
-                first, quantity = step + diverged[0] + 1, diverged[1]
+                first, what = step + diverged[0] + 1, diverged[1]
                 saved = checkpoint.checkpoints(run_dir)
                 where = f"; the last good checkpoint is {saved[-1][1]} (step {saved[-1][0]})" if saved else ""
-                msg = f"training diverged: non-finite {quantity} at step {first}{where}"
+                msg = f"training diverged: {what} at step {first}{where}"
                 finish("failed", error=msg)
                 raise TrainingDiverged(msg)
             state = new_state
@@ -251,16 +357,35 @@ def train(exp, run_dir: Path, *, resume: bool = False) -> dict:
             last = record
             if step % cfg.train.ckpt_every == 0 or step == total or signals:
                 save(step, state)
-            bar.update(task, completed=step, loss=f"{record['loss']:.4g}", rate=f"{record['steps_per_sec'] or 0:.0f}")
+            loss_text = f"{record['loss']:.4g}" if np.isfinite(record["loss"]) else "skipped"
+            bar.update(task, completed=step, loss=loss_text, rate=f"{record['steps_per_sec'] or 0:.0f}")
             if signals:
                 signum = signals[0]
                 name = signal.Signals(signum).name
                 finish("interrupted", stopped_by=name)
                 raise TrainingInterrupted(f"training interrupted by {name} at step {step}; resume with "
                                           f"dsm train --resume {run_dir}", signum)
-    if evaluated_at != step:  # nothing trained in this call (oracle, pca, or already done)
-        last = {**last, **evaluate(exp, eval_params(state))}
+    if evaluated_at != step:  # nothing trained in this call (oracle, pca, or a resume at its last step)
+        last = {**last, "step": step, **evaluate(exp, eval_params(state))}
     return finish("completed")
+
+
+def _trailing_skips(finite, before: int) -> int:
+    """Consecutive skipped steps at the end of a dispatch (``before``: those leading into it)."""
+    import numpy as np
+
+    good = np.flatnonzero(finite)
+    return before + len(finite) if not len(good) else len(finite) - 1 - int(good[-1])
+
+
+def _skip_limit_reached(finite, before: int, limit: int) -> int | None:
+    """Index in the dispatch of the step at which ``limit`` consecutive skips are reached."""
+    run = before
+    for i, ok in enumerate(finite):
+        run = 0 if ok else run + 1
+        if run >= limit:
+            return i
+    return None
 
 
 def initial_state(exp, tx) -> dict:
@@ -280,11 +405,18 @@ def eval_params(state: dict):
 
 
 def load_state(exp, run_dir: Path):
-    """(step, evaluated parameters) of the newest verified checkpoint of ``run_dir``."""
+    """(step, evaluated parameters) of the newest verified checkpoint of ``run_dir``; a run
+    without a usable one is a ``UserError`` that says why."""
     from dsmcli import optim
 
     target = initial_state(exp, optim.for_experiment(exp, exp.cfg.train.steps))
-    restored = checkpoint.restore_latest(run_dir, target)
+    try:
+        restored = checkpoint.restore_latest(run_dir, target)
+    except checkpoint.IncompatibleCheckpoint as e:
+        raise UserError(f"{run_dir}: its checkpoints do not fit the configured model: {e} (was config.yaml "
+                        f"edited, or dsm upgraded?)") from None
+    except checkpoint.CorruptCheckpoint as e:
+        raise UserError(f"{run_dir}: {e}") from None
     if restored is None:
         raise UserError(f"RUN_DIR: '{run_dir}' has no complete checkpoint to load")
     step, state = restored

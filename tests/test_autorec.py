@@ -89,7 +89,7 @@ def test_bad_files_exit_2_naming_file_and_line(tmp_path, runs_dir, content, wher
 
 
 def test_missing_and_unreadable_files_exit_2(tmp_path, runs_dir):
-    for path, what in [(tmp_path / "absent.data", "is not an existing file"), (tmp_path, "is not an existing file")]:
+    for path, what in [(tmp_path / "absent.data", "does not exist"), (tmp_path, "is a directory, not a regular file")]:
         cfg = write_config(tmp_path / "c.yaml", data={"kind": "ratings", "path": str(path)},
                            objective={"kind": "autorec"}, model=TINY_MODEL)
         r = dsm("train", "--config", cfg)

@@ -105,7 +105,7 @@ def test_npz_reads_local_file_and_rejects_bad_ones(tmp_path):
         "wrong_key": "has no array 'x' (it has: z)",
         "rank1": "must have shape (N, D)",
         "nan": "has 1 rows with NaN or inf values",
-        "garbage": "is not a readable .npz file",
+        "garbage": "is not an .npz archive",
     }
     np.savez(tmp_path / "wrong_key.npz", z=np.zeros((4, 2)))
     np.savez(tmp_path / "rank1.npz", x=np.zeros(4))
@@ -159,5 +159,5 @@ def test_mnist_reads_local_idx_files_and_npz(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03garbage")
     with pytest.raises(UserError, match="bad magic number"):
         data.build(cfg)
-    with pytest.raises(UserError, match="neither a directory of MNIST IDX files nor an .npz"):
+    with pytest.raises(UserError, match="does not exist; data.kind mnist reads a directory of MNIST IDX files or an .npz"):
         data.build(cfg.model_copy(update={"path": str(tmp_path / "nothing")}))

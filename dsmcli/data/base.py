@@ -76,3 +76,9 @@ def plot_bounds(x: np.ndarray, margin: float = 0.15) -> tuple[tuple[float, float
     lo, hi = np.quantile(x, 0.001, axis=0), np.quantile(x, 0.999, axis=0)
     pad = margin * (hi - lo) + 1e-3
     return tuple((float(a), float(b)) for a, b in zip(lo - pad, hi + pad))
+
+
+def synthetic_nbytes(cfg, dim: int) -> int:
+    """Peak memory of sampling ``n_train + n_test`` rows of ``dim`` coordinates: float64 draws and
+    their float32 copies (3 × 8 bytes per value covers the generators' temporaries)."""
+    return int((cfg.n_train + cfg.n_test) * dim * 24)

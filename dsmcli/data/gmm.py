@@ -64,6 +64,12 @@ def density(cfg: Config) -> GaussianMixture:
     return GaussianMixture(cfg.means, weights, stds=stds)
 
 
+def nbytes(cfg: Config) -> int:
+    from dsmcli.data.base import synthetic_nbytes
+
+    return synthetic_nbytes(cfg, len(cfg.means[0])) + 8 * len(cfg.means) * len(cfg.means[0]) ** 2
+
+
 def build(cfg: Config) -> Dataset:
     dens = density(cfg)
     rng = np.random.default_rng(cfg.seed)

@@ -19,7 +19,7 @@ from pydantic import Field, PositiveInt
 
 from dsmcli.data.base import Dataset
 from dsmcli.errors import UserError
-from dsmcli.section import Section
+from dsmcli.section import FilePath, Section
 
 IMAGES = True  # rows are flattened images (the default networks of some objectives are convolutional)
 
@@ -33,27 +33,44 @@ IDX_FILES = {
 
 class Config(Section):
     kind: Literal["mnist"] = "mnist"
-    path: str
+    path: FilePath
     limit_train: PositiveInt | None = None
     holdout_class: int | None = Field(None, ge=0, le=9)
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST container: magic 0x0000 | dtype 0x08 | ndim, big-endian dims)."""
+    """Read an IDX file (the MNIST container: magic 0x0000 | dtype 0x08 | ndim, big-endian dims).
+    The header is checked against the file (and the available memory) before the data is read,
+    and a ``.gz`` file is decompressed no further than its header says."""
+    from dsmcli import memory
+    from dsmcli.fsio import regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem:
+        raise UserError(f"data.path: '{path}' {problem}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise UserError(f"data.path: cannot read '{path}': {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"data.path: '{path}' is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UserError(f"data.path: '{path}' holds {data.size} values but its header says {dims}")
-    return data.reshape(dims)
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08 or not 1 <= head[3] <= 4:
+                raise UserError(f"data.path: '{path}' is not an unsigned-byte IDX file (bad magic number)")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise UserError(f"data.path: '{path}' ends inside its IDX header")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            count = int(np.prod(dims, dtype=np.float64))
+            if path.suffix != ".gz" and count > path.stat().st_size - 4 - 4 * ndim:
+                raise UserError(f"data.path: '{path}' has a header claiming {dims} ({count:,} bytes) but holds "
+                                f"{path.stat().st_size - 4 - 4 * ndim:,}: the file is damaged")
+            memory.check(4 * count, f"data.path: '{path}' ({'×'.join(map(str, dims))} pixels)", "use fewer images")
+            raw = f.read(count + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError(f"data.path: cannot read '{path}': {getattr(e, 'strerror', None) or e}") from None
+    if len(raw) != count:
+        raise UserError(f"data.path: '{path}' holds {len(raw)}{'+' if len(raw) > count else ''} values "
+                        f"but its header says {dims}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -64,17 +81,45 @@ def _find(directory: Path, stem: str) -> Path:
                     f"{', '.join(IDX_FILES.values())}")
 
 
+NBYTES_FIX = "use fewer images (data.limit_train keeps the first N) or a smaller file"
+
+
+def nbytes(cfg: Config) -> int | None:
+    """Bytes as stored (uncompressed files) times 9: the bytes, their float32 copy and its scaling."""
+    p = Path(cfg.path)
+    try:
+        if p.is_dir():
+            raw = sum(f.stat().st_size for f in source_files(cfg) if f.suffix != ".gz")
+        elif p.suffix == ".npz":
+            from dsmcli.data.npz import array_headers
+
+            raw = sum(h[2] for h in array_headers(p).values())
+        else:
+            return None
+    except (UserError, OSError):
+        return None  # build reports what is wrong with the files
+    return 9 * raw
+
+
+def source_files(cfg: Config) -> list[Path]:
+    """The files ``build`` reads (recorded in the run's meta.json)."""
+    p = Path(cfg.path)
+    return [_find(p, stem) for stem in IDX_FILES.values()] if p.is_dir() else [p]
+
+
 def load(path: str) -> dict[str, np.ndarray]:
     p = Path(path)
     if p.is_dir():
         return {k: read_idx(_find(p, stem)) for k, stem in IDX_FILES.items()}
-    if p.is_file() and p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as f:
-            missing = [k for k in IDX_FILES if k not in f]
-            if missing:
-                raise UserError(f"data.path: '{path}' lacks {', '.join(missing)} (needs x_train, y_train, x_test, y_test)")
-            return {k: np.asarray(f[k]) for k in IDX_FILES}
-    raise UserError(f"data.path: '{path}' is neither a directory of MNIST IDX files nor an .npz file")
+    if p.suffix == ".npz":
+        from dsmcli.data.npz import read_arrays
+
+        return read_arrays(p, list(IDX_FILES))
+    from dsmcli.fsio import regular_file_problem
+
+    problem = regular_file_problem(p)
+    raise UserError(f"data.path: '{path}' {problem or 'is a file'}; data.kind mnist reads a directory of "
+                    f"MNIST IDX files or an .npz with x_train, y_train, x_test, y_test")
 
 
 def build(cfg: Config) -> Dataset:

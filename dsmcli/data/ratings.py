@@ -38,7 +38,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from dsmcli.data.base import Dataset
 from dsmcli.errors import UserError
-from dsmcli.section import Section
+from dsmcli.section import FilePath, Section
 
 MAX_ENTRIES = 200_000_000  # the matrix is dense (two float32 copies): ~1.6 GB at this size
 
@@ -48,7 +48,7 @@ STAR_FREQUENCIES = (0.0611, 0.1137, 0.2715, 0.3417, 0.2120)
 
 class Config(Section):
     kind: Literal["ratings"] = "ratings"
-    path: str | None = None  # a u.data-layout file; when absent, the synthetic generator below
+    path: FilePath | None = None  # a u.data-layout file; when absent, the synthetic generator below
     n_users: PositiveInt = 943  # the synthetic defaults have MovieLens-100k's shape and density
     n_items: PositiveInt = 1682
     rank: PositiveInt = 5
@@ -61,11 +61,13 @@ class Config(Section):
 def read_ratings(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(items, users, ratings) of a ``u.data``-layout file, ids 0-based, with errors that name
     the file and the line."""
+    from dsmcli.fsio import regular_file_problem
+
     p = Path(path)
     where = f"data.path: '{path}'"
-    if not p.is_file():
-        raise UserError(f"{where} is not an existing file (data.kind ratings reads a local MovieLens "
-                        f"u.data-layout file)")
+    problem = regular_file_problem(p)
+    if problem:
+        raise UserError(f"{where} {problem} (data.kind ratings reads a local MovieLens u.data-layout file)")
     items, users, values = [], [], []
     seen: dict[tuple[int, int], int] = {}
     try:
@@ -124,6 +126,21 @@ def synthetic(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cuts = np.quantile(scores, np.cumsum(STAR_FREQUENCIES)[:-1])
     stars = 1 + np.searchsorted(cuts, scores, side="right")
     return items.astype(np.int64), users.astype(np.int64), stars.astype(np.float32)
+
+
+NBYTES_FIX = "use a smaller ratings file, or lower data.n_items / data.n_users"
+
+
+def nbytes(cfg: Config) -> int:
+    """The two dense float32 matrices, plus (from a file) the parsed lines: ≈ 150 bytes of
+    Python objects per line of ≈ 20 bytes."""
+    if cfg.path is not None:
+        try:
+            return 8 * Path(cfg.path).stat().st_size
+        except OSError:
+            return 0  # build reports the missing file
+    n_obs = cfg.density * cfg.n_items * cfg.n_users
+    return int(8 * cfg.n_items * cfg.n_users + 8 * (cfg.n_items + cfg.n_users) * cfg.rank + 64 * n_obs)
 
 
 def _check_size(shape: tuple[int, int], source: str, hint: str) -> None:

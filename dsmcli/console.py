@@ -1,0 +1,26 @@
+"""Messages to the person at the terminal: notes and warnings on stderr (never stdout, whose
+last line is the path a command produced), silenced by ``--quiet``."""
+
+from __future__ import annotations
+
+import sys
+
+_quiet = False
+
+
+def set_quiet(value: bool) -> None:
+    global _quiet
+    _quiet = bool(value)
+
+
+def quiet() -> bool:
+    return _quiet
+
+
+def note(message: str) -> None:
+    if not _quiet:
+        print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
