@@ -34,11 +34,15 @@ def _load_run_config(run_dir: Path, overrides: list[str] | None = None, allowed_
     from dsmcli.config import apply_overrides, parse_override, read_yaml_file, validate
     from dsmcli.errors import quote
 
+    import difflib
+
     for item in overrides or []:
         key = ".".join(parse_override(item)[0])
         if not any(key == p or key.startswith(p + ".") for p in allowed_prefixes):
             allowed = ", ".join(f"{p}…" if not p.count(".") else p for p in allowed_prefixes) or "nothing"
-            raise UserError(f"override '{quote(item, 80)}': only {allowed} may be set here")
+            close = difflib.get_close_matches(key[:100], [p for p in allowed_prefixes if "." in p], n=1, cutoff=0.8)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"override '{quote(item, 80)}': {hint}only {allowed} may be set here")
     raw = read_yaml_file(run_dir / "config.yaml", what="RUN_DIR")
     return validate(apply_overrides(raw, overrides or []), str(run_dir / "config.yaml"))
 
@@ -64,7 +68,7 @@ def train_config(cfg, *, runs_dir: str | None = None, argv: list[str] | None = N
     """Train a new run of a validated ``ExperimentConfig``; returns (run directory, summary).
     Data, network, memory and the compiled first dispatch are checked before the run directory
     exists."""
-    from dsmcli import experiment, parallel, provenance
+    from dsmcli import experiment, parallel, provenance, tracking
     from dsmcli import train as trainer
 
     parallel.initialize(cfg.parallel)  # multi-process start-up, before anything touches JAX
@@ -72,6 +76,7 @@ def train_config(cfg, *, runs_dir: str | None = None, argv: list[str] | None = N
     plan = trainer.prepare(exp)  # device, memory and compilation errors too
     if not parallel.is_writer():  # other processes compute; process 0 writes the run, they write nothing
         return WORKER_RUN_DIR, trainer.run(plan, WORKER_RUN_DIR)
+    tracking.check_available(cfg.track)
     data_files = provenance.record(cfg)
     run_dir = runs.allocate(runs.runs_root(runs_dir), cfg.name)
     from dsmcli import runlock
@@ -88,8 +93,8 @@ def _command(argv: list[str] | None) -> str:
 
 
 # Keys of a run's config that a resume may see changed: the length of the run, how it is
-# spread over devices and processes, and sampling (which does not change what is trained).
-RESUMABLE_KEYS = ("train.steps", "parallel", "sample")
+# spread over devices and processes, sampling and tracking (which do not change what is trained).
+RESUMABLE_KEYS = ("train.steps", "parallel", "sample", "track")
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -130,7 +135,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, argv: lis
     Every check — the run's files, the lock, the config, the data files, the checkpoint's fit,
     the steps — happens before any file is written; a run already complete at ``train.steps``
     is left untouched (returns its summary)."""
-    from dsmcli import experiment, parallel, provenance, runlock
+    from dsmcli import experiment, parallel, provenance, runlock, tracking
     from dsmcli import train as trainer
 
     path = runs.require_run_dir(run_dir)
@@ -153,6 +158,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, argv: lis
                             f"train.steps and parallel.* may change. Restore those settings, or start a new "
                             f"run with dsm train --config; nothing was changed")
         provenance.verify(path, cfg, meta)
+        tracking.check_available(cfg.track)
         exp = experiment.build(cfg)
         try:
             plan = trainer.prepare(exp, path, resume=True)
@@ -290,8 +296,10 @@ def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
         if isinstance(summary.get(key), (int, float)) and not isinstance(summary.get(key), bool):
             result[key] = summary[key]
     runs.write_json(path / "eval.json", result)
-    if figures:
-        evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read())
+    plots = evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read()) if figures else []
+    from dsmcli import tracking
+
+    tracking.log_evaluation(cfg, path, result, plots)
     return path / "eval.json", result
 
 

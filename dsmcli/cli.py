@@ -19,14 +19,31 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     pretty_exceptions_enable=False,  # an internal error (exit 1) prints a plain traceback
+    rich_markup_mode=None,  # plain help: flags as flags, values as their metavar
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Score matching and the autoencoders that learn scores: train, sample, evaluate, compare.",
 )
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides (dotted keys, YAML values).", show_default=False)]
-RunsDir = Annotated[Optional[str], typer.Option("--runs-dir", help="Output root (default: $DSM_RUNS, else ./runs).")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(metavar="KEY=VALUE", show_default=False,
+                                                          help="Overrides: dotted keys, YAML values.")]
+RunsDir = Annotated[Optional[str], typer.Option("--runs-dir", metavar="DIR", help="Output root (default: $DSM_RUNS, else ./runs).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no notes (errors still print).")]
 
 
-# File-system errors the user can fix (space, permissions, a file where a directory belongs).
+def _version(value: bool) -> None:
+    if value:
+        from dsmcli import __version__
+
+        typer.echo(f"dsm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Score matching and the autoencoders that learn scores: train, sample, evaluate, compare."""
+
+
 USER_FS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EPERM,
                   errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 
@@ -78,46 +95,38 @@ def _handled(fn):
 
 
 def _table(rows: list[dict], columns: list[str], title: str | None = None, vertical: bool | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from dsmcli.tables import fmt, print_pairs, print_records
 
-    table = Table(title=title, show_edge=False, header_style="bold", title_justify="left")
     if vertical if vertical is not None else len(rows) == 1:  # one record reads best as name/value pairs
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for c in columns:
-            table.add_row(c, _fmt(rows[0].get(c)))
+        print_pairs(rows[0], columns, title=title)
     else:
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            table.add_row(*(_fmt(r.get(c)) for c in columns))
-    Console(width=max(100, Console().width)).print(table)
+        print_records([[fmt(r.get(c)) for c in columns] for r in rows], columns, title=title, keys=2)
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
+    from dsmcli.tables import fmt
+
+    return fmt(v)
 
 
 @app.command()
 @_handled
 def train(
     overrides: Overrides = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Experiment YAML.")] = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue RUN_DIR from its newest checkpoint.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH", help="Experiment YAML.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="RUN_DIR", help="Continue RUN_DIR from its newest checkpoint.")] = None,
     runs_dir: RunsDir = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: config name, else the file's stem).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Run name (default: config name, else the file's stem).")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
+    quiet: Quiet = False,
 ):
-    """Train a new run (--config) or continue one (--resume); prints the run directory last."""
-    from dsmcli import api
+    """Train a new run (--config) or continue one (--resume).
+
+    Prints the run directory on the last line."""
+    from dsmcli import api, console
     from dsmcli.errors import UserError
+
+    console.set_quiet(quiet)
 
     if (config is None) == (resume is None):
         raise UserError("train: give exactly one of --config PATH (a new run) or --resume RUN_DIR")
@@ -130,7 +139,7 @@ def train(
             typer.echo(api.config_yaml(api.resolve_train_config(config, overrides, name)), nl=False)
             return
         run_dir, summary = api.train(config, overrides, runs_dir=runs_dir, name=name, argv=sys.argv)
-    keys = ["status", "steps", "loss", "score_error", "rmse", "rmse_baseline", "steps_per_sec", "compile_s", "wall_s"]
+    keys = ["status", "steps", "loss", "loss_excess", "score_error", "rmse", "rmse_baseline", "steps_per_sec", "compile_s", "wall_s"]
     _table([summary], [k for k in keys if k in summary])
     typer.echo(str(run_dir))
 
@@ -138,14 +147,19 @@ def train(
 @app.command()
 @_handled
 def sample(
-    run_dir: Annotated[str, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
     overrides: Overrides = None,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", help="Sampler kind (default: the run's sample.kind).")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Number of particles.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: the run's seed).")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Sampler kind (default: the run's sample.kind).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", metavar="N", help="Number of particles.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="S", help="Sampling seed (default: the run's seed).")] = None,
+    quiet: Quiet = False,
 ):
-    """Sample from a run's newest checkpoint; prints the .npz path last."""
-    from dsmcli import api
+    """Sample from a run's newest checkpoint.
+
+    Writes samples/<sampler>-<n>-s<seed>.npz and its plot; prints the .npz path last."""
+    from dsmcli import api, console
+
+    console.set_quiet(quiet)
 
     path, record = api.sample(run_dir, sampler=sampler, n=n, seed=seed, overrides=overrides)
     shown = {k: v for k, v in record.items() if k not in ("file",)}
@@ -155,9 +169,13 @@ def sample(
 
 @app.command("eval")
 @_handled
-def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory.")]):
-    """Evaluate a run's newest checkpoint: writes eval.json and plots, prints a table."""
-    from dsmcli import api
+def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")], quiet: Quiet = False):
+    """Evaluate a run's newest checkpoint.
+
+    Writes eval.json and plots/, prints the metrics."""
+    from dsmcli import api, console
+
+    console.set_quiet(quiet)
 
     path, result = api.evaluate(run_dir)
     _table([result], list(result), title=str(run_dir))
@@ -167,14 +185,30 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory.")]):
 @app.command()
 @_handled
 def compare(
-    run_dirs: Annotated[Optional[list[str]], typer.Argument(help="Existing run directories, or KEY=VALUE overrides with --config.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Compare YAML (base, seeds, variants).")] = None,
+    args: Annotated[Optional[list[str]], typer.Argument(metavar="RUN_DIR|KEY=VALUE", show_default=False,
+                                                        help="Existing run directories, or with --config overrides "
+                                                             "(compare keys such as seeds=[0,1], else keys of the base experiment).")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH",
+                                                  help="A compare YAML (base, seeds, variants), or an experiment YAML to sweep.")] = None,
+    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", metavar="KEY=V1,V2,...",
+                                                       help="Variants: the product of every --sweep's values.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...", help="Seeds of every variant.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, help="Runs trained and evaluated at once (worker processes).")] = 1,
+    launcher: Annotated[str, typer.Option("--launcher", metavar="local|ray", help="Where the runs go: local worker processes, or Ray tasks.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one).")] = None,
     runs_dir: RunsDir = None,
+    quiet: Quiet = False,
 ):
-    """Train/reuse, sample and evaluate variants × seeds, and tabulate them side by side."""
-    from dsmcli import compare as comparison
+    """Compare variants × seeds side by side.
 
-    out_dir, table = comparison.run(config, run_dirs or [], runs_dir=runs_dir)
+    Trains (or reuses) one run per variant and seed, samples and evaluates each, and writes
+    comparison.json, comparison.md and figures; prints the comparison directory last."""
+    from dsmcli import compare as comparison
+    from dsmcli import console
+
+    console.set_quiet(quiet)
+    out_dir, table = comparison.run(config, args or [], runs_dir=runs_dir, sweeps=sweep or [], seeds=seeds,
+                                    jobs=jobs, launcher=launcher, ray_address=ray_address)
     typer.echo(str(out_dir))
     if any(row.get("status") == "failed" for row in table):
         raise typer.Exit(1)
@@ -184,7 +218,7 @@ def compare(
 @_handled
 def list_runs(
     runs_dir: RunsDir = None,
-    latest: Annotated[Optional[str], typer.Option("--latest", help="Print only the newest run directory of NAME.")] = None,
+    latest: Annotated[Optional[str], typer.Option("--latest", metavar="NAME", help="Print only the newest run directory of NAME.")] = None,
 ):
     """List runs: name, version, objective, status, steps, key metrics."""
     from dsmcli import runs
@@ -211,6 +245,9 @@ def list_runs(
 
 
 def main() -> None:
+    from dsmcli.jaxsetup import configure_xla_env
+
+    configure_xla_env()  # before anything imports JAX
     app()
 
 

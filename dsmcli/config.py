@@ -12,10 +12,11 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, ValidationError, model_validator
+from pydantic import (AfterValidator, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, ValidationError,
+                      model_serializer, model_validator)
 
 from dsmcli import data as data_registry
 from dsmcli import models as model_registry
@@ -23,6 +24,7 @@ from dsmcli import objectives as objective_registry
 from dsmcli import samplers as sampler_registry
 from dsmcli.errors import UserError, quote
 from dsmcli.parallel import ParallelConfig
+from dsmcli.tracking import TrackConfig
 from dsmcli.section import NoiseScale, Section, file_paths
 
 
@@ -146,6 +148,26 @@ class OptimConfig(Section):
     b1: float = Field(0.9, ge=0.0, lt=1.0)
     b2: float = Field(0.999, ge=0.0, lt=1.0)
 
+    # The keys each kind uses; the others are neither shown (--print-config, config.yaml) nor
+    # accepted with a value other than their default.
+    KIND_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"adam": ("b1", "b2"), "adamw": ("b1", "b2", "weight_decay"),
+                                                       "sgd": ("momentum",)}
+
+    @model_validator(mode="after")
+    def _keys_of_the_kind(self):
+        own = self.KIND_KEYS[self.kind]
+        for key in ("weight_decay", "momentum", "b1", "b2"):
+            if key not in own and getattr(self, key) != type(self).model_fields[key].default:
+                users = [k for k, keys in self.KIND_KEYS.items() if key in keys]
+                raise ValueError(f"'{key}' is used by optim.kind {' and '.join(users)} only, not '{self.kind}'")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_other_kinds_keys(self, handler):
+        out = handler(self)
+        own = self.KIND_KEYS[self.kind]
+        return {k: v for k, v in out.items() if k not in ("weight_decay", "momentum", "b1", "b2") or k in own}
+
 
 MAX_STEPS = 2**31 - 1  # the step counter (and the random key of step t) is a 32-bit integer
 
@@ -254,6 +276,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
     # {dotted key: the path as the user wrote it} for every file path of the config (stored
     # absolute); provenance records both in meta.json.

@@ -3,9 +3,10 @@ last line is the path a command produced), silenced by ``--quiet``."""
 
 from __future__ import annotations
 
+import os
 import sys
 
-_quiet = False
+_quiet = os.environ.get("DSM_QUIET", "") not in ("", "0")  # workers of a compare run quiet
 
 
 def set_quiet(value: bool) -> None:

@@ -121,11 +121,20 @@ def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:
     from dsmcli import plots
 
     out_dir = run_dir / "plots"
-    out_dir.mkdir(exist_ok=True)
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except FileExistsError:  # a file where the directory belongs: the caller reports the path
+        raise FileExistsError(17, "File exists (a file is where the plots directory belongs)", str(out_dir)) from None
     written = []
-    if records:
+    if any(isinstance(r.get("loss"), (int, float)) for r in records):  # runs that trained
         plots.loss_plot(out_dir / "loss.png", records, f"{exp.cfg.name}: {exp.cfg.objective.kind}")
         written.append(out_dir / "loss.png")
+    if exp.data.dim == 1 and exp.objective.has_score:
+        fields = {f"learned ({exp.cfg.objective.kind})": exp.score_fn(params)}
+        if exp.data.has_score:
+            fields["true ∇log p"] = exp.data.density.score
+        plots.score_curve_plot(out_dir / "score_field.png", fields, exp.data)
+        written.append(out_dir / "score_field.png")
     if exp.data.dim == 2 and exp.objective.has_score:
         fields = {f"learned ({exp.cfg.objective.kind})": exp.score_fn(params)}
         if exp.data.has_score:

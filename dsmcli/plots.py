@@ -1,6 +1,8 @@
 """Matplotlib figures (PNG, Agg backend): samples over the data density, learned vs true score
 fields, loss curves. 2-D data is drawn in the data plane; higher dimensions show the first two
-coordinates."""
+coordinates; 1-D data as histograms over the density. Every axis is labelled, every shading has
+its colour bar, and every panel has its own scale where the quantities are not comparable (the
+training losses of different objectives)."""
 
 from __future__ import annotations
 
@@ -43,12 +45,15 @@ def _save(plt, fig, path, tight: bool = True, **kw) -> None:
         plt.close(fig)
 
 
-def _frame(ax, window, title: str, fontsize: int) -> None:
-    """Data-plane axes: the plotting window, equal aspect, a title."""
+def _frame(ax, window, title: str, fontsize: int, labels: bool = True) -> None:
+    """Data-plane axes: the plotting window, equal aspect, axis labels, a title."""
     ax.set_xlim(window[0], window[1])
     ax.set_ylim(window[2], window[3])
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=fontsize)
+    if labels:
+        ax.set_xlabel("x₁", fontsize=fontsize - 1)
+        ax.set_ylabel("x₂", fontsize=fontsize - 1)
 
 
 def _grid(window, n: int):
@@ -58,7 +63,9 @@ def _grid(window, n: int):
 
 
 def _density_background(ax, data, window, n: int = 150):
-    """Shade the exact log-density (clipped to 12 nats below its max) where known."""
+    """Shade the exact density p(x) itself (not its logarithm, so that a mode of weight 0.8 is
+    visibly four times one of 0.2) with a colour bar, where the density is known; else the
+    held-out points."""
     dens = data.density
     if dens is None or data.dim != 2:
         ax.scatter(*data.x_test[:3000, :2].T, s=1, c="0.7", label="held-out data")
@@ -67,9 +74,14 @@ def _density_background(ax, data, window, n: int = 150):
     sigma = 0.0 if dens.has_score else 0.05
     import jax
 
-    logp = np.asarray(jax.jit(dens.log_prob, static_argnums=1)(pts, sigma)).reshape(gx.shape)
-    logp = np.maximum(logp, np.nanmax(logp) - 12)
-    ax.contourf(gx, gy, logp, levels=30, cmap="Blues")
+    p = np.exp(np.asarray(jax.jit(dens.log_prob, static_argnums=1)(pts, sigma))).reshape(gx.shape)
+    shading = ax.contourf(gx, gy, p, levels=np.linspace(0, np.nanmax(p), 21), cmap="Blues")
+    label = "p(x)" if dens.has_score else "q₀.₀₅(x) (p smoothed, σ = 0.05)"
+    from matplotlib.ticker import MaxNLocator
+
+    bar = ax.figure.colorbar(shading, ax=ax, fraction=0.046, pad=0.03, ticks=MaxNLocator(5))
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 def samples_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
@@ -113,20 +125,34 @@ def score_field_plot(path: Path, fields: dict, data, n: int = 21, ncols: int = 4
 
 
 def loss_plot(path: Path, records: list[dict], title: str) -> None:
+    """Training loss (and ``loss_excess``, the loss above the exact score's, on a log axis) and
+    the held-out score error against steps."""
     plt = _plt()
-    steps = [r["step"] for r in records if "loss" in r]
-    loss = [r["loss"] for r in records if "loss" in r]
-    evals = [(r["step"], r["score_error"]) for r in records if "score_error" in r]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5.5, 4), dpi=110, squeeze=False)
-    axes[0, 0].plot(steps, loss, lw=1.2)
-    axes[0, 0].set_xlabel("step")
-    axes[0, 0].set_ylabel("training loss")
-    axes[0, 0].set_title(title, fontsize=10)
+    pts = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
+    excess = [(r["step"], r["loss_excess"]) for r in records if isinstance(r.get("loss_excess"), (int, float))]
+    evals = [(r["step"], r["score_error"]) for r in records if isinstance(r.get("score_error"), (int, float))]
+    panels = 1 + bool(excess) + bool(evals)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=110, squeeze=False)
+    ax = axes[0, 0]
+    if pts:
+        ax.plot(*zip(*pts), lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    k = 1
+    if excess:
+        ax = axes[0, k]
+        steps, values = zip(*excess)
+        ax.plot(steps, np.maximum(values, 1e-8), lw=1.2, color="tab:orange")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss_excess (loss − exact score's loss)")
+        k += 1
     if evals:
-        s, e = zip(*evals)
-        axes[0, 1].semilogy(s, e, "o-", lw=1.2)
-        axes[0, 1].set_xlabel("step")
-        axes[0, 1].set_ylabel("score_error (held-out)")
+        ax = axes[0, k]
+        ax.semilogy(*zip(*evals), "o-", lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("score_error (held-out)")
     _save(plt, fig, path)
 
 
@@ -144,6 +170,7 @@ def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
         _density_background(ax, data, window)
         ax.scatter(*x[:3000, :2].T, s=1.5, c="tab:red", alpha=0.5)
         _frame(ax, window, title, 9)
+    fig.suptitle("samples (red) over the data density (blue, colour bar: p(x))", fontsize=9)
     _save(plt, fig, path)
 
 
@@ -170,28 +197,45 @@ def image_panels(path: Path, samples: dict, shape: tuple[int, ...], side: int = 
     _save(plt, fig, path, pad=0.3)
 
 
-def loss_overlay(path: Path, curves: dict) -> None:
-    """Training loss (and held-out score error where logged) of several runs, one line each."""
+def loss_overlay(path: Path, curves: dict, ncols: int = 4) -> bool:
+    """Training loss of several runs, one panel each on its own scale (objectives' losses are
+    not comparable: DSM's sits near its constant, ≈ 100 on the quickstart), and where logged the
+    held-out score error of all of them on one shared log axis (which is comparable). Variants
+    that trained nothing (oracle, pca) get no loss panel; returns False (and writes nothing)
+    when there is nothing to draw."""
     plt = _plt()
-    has_err = any("score_error" in r for recs in curves.values() for r in recs)
-    fig, axes = plt.subplots(1, 2 if has_err else 1, figsize=(11 if has_err else 5.5, 4), dpi=100, squeeze=False)
-    for name, recs in curves.items():
-        pts = [(r["step"], r["loss"]) for r in recs if isinstance(r.get("loss"), (int, float))]
-        if pts:
-            axes[0, 0].plot(*zip(*pts), lw=1.2, label=name)
-        errs = [(r["step"], r["score_error"]) for r in recs if "score_error" in r]
-        if has_err and errs:
-            axes[0, 1].semilogy(*zip(*errs), "o-", lw=1.2, ms=3, label=name)
-    axes[0, 0].set_xlabel("step")
-    axes[0, 0].set_ylabel("training loss (each objective on its own scale)")
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=7)
-    if has_err:
-        axes[0, 1].set_xlabel("step")
-        axes[0, 1].set_ylabel("score_error (held-out)")
-        if axes[0, 1].get_legend_handles_labels()[0]:
-            axes[0, 1].legend(fontsize=7)
+    losses = {name: [(r["step"], r["loss"]) for r in recs if isinstance(r.get("loss"), (int, float))]
+              for name, recs in curves.items()}
+    losses = {name: pts for name, pts in losses.items() if pts}
+    errors = {name: [(r["step"], r["score_error"]) for r in recs if isinstance(r.get("score_error"), (int, float))]
+              for name, recs in curves.items()}
+    errors = {name: pts for name, pts in errors.items() if pts}
+    panels = len(losses) + bool(errors)
+    if not panels:
+        return False
+    cols = min(ncols, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    for ax, (name, pts) in zip(flat, losses.items()):
+        ax.plot(*zip(*pts), lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("training loss (own scale)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if errors:
+        ax = flat[len(losses)]
+        for name, pts in errors.items():
+            ax.semilogy(*zip(*pts), "o-", lw=1.2, ms=3, label=name)
+        ax.set_title("held-out score error (shared axis)", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("score_error", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
     _save(plt, fig, path)
+    return True
 
 
 def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100,
@@ -227,6 +271,8 @@ def density_plot(path: Path, log_densities: dict, data, n: int = 150) -> None:
         lp = np.maximum(lp, np.nanmax(lp) - 12)
         im = ax.imshow(lp, origin="lower", extent=window, cmap="viridis", aspect="equal")
         ax.set_title(title, fontsize=10)
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
         fig.colorbar(im, ax=ax, fraction=0.046, label="log density (grid-normalised)")
     _save(plt, fig, path)
 
@@ -255,5 +301,24 @@ def _samples_histogram(path, samples: np.ndarray, data, title: str) -> None:
     ax.set_xlabel("x")
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    _save(plt, fig, path)
+
+
+def score_curve_plot(path: Path, fields: dict, data, n: int = 400) -> None:
+    """1-D data: each named score function s(x) against x, over the held-out data's range."""
+    import jax
+
+    plt = _plt()
+    ref = data.x_test[:, 0]
+    lo, hi = np.quantile(ref, 0.001), np.quantile(ref, 0.999)
+    pad = 0.25 * (hi - lo) + 1e-3
+    grid = np.linspace(lo - pad, hi + pad, n, dtype=np.float32)[:, None]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for (name, fn), style in zip(fields.items(), ("-", "--", ":", "-.")):
+        ax.plot(grid[:, 0], np.asarray(jax.jit(fn)(grid))[:, 0], style, lw=1.5, label=name)
+    ax.axhline(0.0, color="0.7", lw=0.8)
+    ax.set_xlabel("x")
+    ax.set_ylabel("score s(x) = d log p / dx")
     ax.legend(fontsize=8)
     _save(plt, fig, path)

@@ -15,17 +15,17 @@ over the dispatch (compilation excluded, reported once as ``compile_s``).
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsmcli import checkpoint, parallel, xla_options
+from dsmcli import checkpoint, parallel, progress, xla_options
 from dsmcli.evaluation import evaluate
 from dsmcli.errors import TrainingDiverged, TrainingInterrupted, UserError
 from dsmcli.runs import MetricsLog, write_json
+from dsmcli.tracking import Tracker
 
 
 class StepFunction:
@@ -121,24 +121,6 @@ def _stop_on_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} steps/s"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (console.is_terminal and sys.stdout.isatty()),
-        transient=False,
-    )
 
 
 class NothingToDo(Exception):
@@ -268,6 +250,9 @@ def run(plan: Plan, run_dir: Path) -> dict:
     write_summary = (lambda: write_json(run_dir / "summary.json", summary)) if writer else (lambda: None)
     append = log.append if writer else (lambda record: None)
     write_summary()
+    tracker = Tracker(cfg, run_dir, resume_step=step if plan.resume else None) if writer else None
+    if tracker is not None:
+        append = (lambda record, log_append=append: (log_append(record), tracker.log(record)))
     x_train, step_fn = plan.x_train, plan.step_fn
     every = cfg.train.log_every
     skip_mode = cfg.train.on_nonfinite == "skip_step"
@@ -294,13 +279,14 @@ def run(plan: Plan, run_dir: Path) -> dict:
         )
         summary["metric_steps"] = {k: v for k, v in metric_steps.items() if k in summary}
         write_summary()
+        if tracker is not None:
+            tracker.finish(status)
         return summary
 
     if not checkpoint.checkpoints(run_dir) and writer:
         save(step, state)  # step 0: sample/eval work at once
 
-    with _stop_on_signals() as signals, _progress() as bar:
-        task = bar.add_task("train", total=total, completed=step, loss="-", rate="-")
+    with _stop_on_signals() as signals, progress.Bar("train", total, done=step) as bar:
         while step < total:
             length = min(every - step % every, total - step)
             compile_before = step_fn.compile_s
@@ -357,8 +343,8 @@ def run(plan: Plan, run_dir: Path) -> dict:
             last = record
             if step % cfg.train.ckpt_every == 0 or step == total or signals:
                 save(step, state)
-            loss_text = f"{record['loss']:.4g}" if np.isfinite(record["loss"]) else "skipped"
-            bar.update(task, completed=step, loss=loss_text, rate=f"{record['steps_per_sec'] or 0:.0f}")
+            bar.update(step, loss=record["loss"] if np.isfinite(record["loss"]) else "skipped",
+                       **{"steps/s": round(record["steps_per_sec"] or 0)})
             if signals:
                 signum = signals[0]
                 name = signal.Signals(signum).name

@@ -1,9 +1,9 @@
 """XLA compiler options for the compiled training step, chosen per experiment.
 
 One option is used: on CPU, for small multilayer perceptrons, XLA's YNNPACK fusion of
-elementwise ops (``xla_cpu_experimental_ynn_fusion_type`` = its default individual dots and
-reductions plus elementwise fusions; the same as
-``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+eltwise``, but for this one compilation). Measured side by side (BENCHMARKS.md, ablations): the DSM step of
+elementwise ops (``xla_cpu_experimental_ynn_fusion_type`` = individual dots plus elementwise
+fusions, for this one compilation; reductions stay with XLA's own emitter, whose results do not
+depend on the thread count: see ``jaxsetup``). Measured side by side (BENCHMARKS.md, ablations): the DSM step of
 a 2→128→128→2 MLP at batch 512 (largest activation 512 × 128 = 65 536 entries) ran 1.15–1.18×
 faster with it, that of a 784→1024→1024→784 MLP at batch 256 (262 144 entries) 0.83–0.88× as
 fast. So it is on when every parameter is a vector or a matrix (a dense network) and batch ×
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 ELTWISE_MAX_ENTRIES = 2**17
-YNN_FUSIONS_WITH_ELTWISE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
+YNN_FUSIONS_WITH_ELTWISE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE"
 ELTWISE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS_WITH_ELTWISE}
 
 

@@ -10,6 +10,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("DSM_COMPILE_CACHE", os.path.join(tempfile.gettempdir(), "dsm-test-jax-cache"))
 
+from dsmcli.jaxsetup import configure_xla_env  # noqa: E402
+
+configure_xla_env()  # as the CLI does, before JAX starts
+
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 

@@ -556,3 +556,22 @@ def test_esm_exact_needs_a_score(tmp_path):
     # Parzen ESM needs only the training points.
     exp = build({"kind": "esm", "target": "parzen"}, data={"kind": "npz", "path": str(path)})
     assert exp.objective.cfg.target == "parzen"
+
+
+def test_dsm_loss_excess_is_zero_at_the_exact_score_and_esm_on_q_sigma_in_expectation():
+    """loss_excess = J(s) − J(∇log q_σ) on the same batch and noise: exactly 0 for s = ∇log q_σ,
+    and in expectation ½E_{q_σ}‖s − ∇log q_σ‖², closed form for data N(0, I) and s(x) = −a x:
+    ½ (a − 1/(1+σ²))² · D (1 + σ²)."""
+    sigma, a, dim = 0.5, 0.3, 2
+    exp = build({"kind": "dsm", "sigma": sigma},
+                data={"kind": "gmm", "means": [[0.0, 0.0]], "stds": [1.0], "n_train": 100, "n_test": 100})
+    obj = exp.objective
+    x = jax.random.normal(jax.random.key(1), (400_000, dim))
+    exact = lambda y: exp.data.density.score(y, sigma)  # noqa: E731  (a "model" read as its score)
+    _, aux = obj.loss(exact, x, jax.random.key(2), x)
+    assert float(aux["loss_excess"]) == 0.0
+    chunks = [float(obj.loss(lambda y: -a * y, x, jax.random.key(100 + k), x)[1]["loss_excess"]) for k in range(10)]
+    want = 0.5 * (a - 1 / (1 + sigma**2)) ** 2 * dim * (1 + sigma**2)
+    standard_error = np.std(chunks, ddof=1) / np.sqrt(len(chunks))
+    assert abs(np.mean(chunks) - want) < 4 * standard_error + 1e-6, (np.mean(chunks), want, standard_error)
+    assert standard_error < 0.01 * want  # the test can tell a 4 % error apart

@@ -25,7 +25,7 @@ def is_compare(path: Path) -> bool:
 @pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(CONFIGS)) for p in ALL])
 def test_shipped_config_validates(path):
     if is_compare(path):
-        cfg, base = load_compare(path)
+        cfg, base, _ = load_compare(path)
         assert len(variant_configs(cfg, base, [])) == len(cfg.variants) * len(cfg.seeds)
     else:
         assert load_experiment(path).name

@@ -4,6 +4,7 @@ fusion on CPU, and that the step computes the same numbers with it (to float32 r
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -62,3 +63,36 @@ def test_training_with_and_without_it_agrees_to_float32_rounding(tmp_path, runs_
         curves[flag] = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         curves[flag].append(summary["score_error"])
     assert curves["0"] == pytest.approx(curves["1"], rel=1e-4)
+
+
+REDUCTION = """
+import hashlib, jax, jax.numpy as jnp, numpy as np
+a = jax.random.normal(jax.random.key(0), (512, 128))
+print(hashlib.sha256(np.asarray(jax.jit(lambda a: jnp.sum(a, 0))(a)).tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs at least two CPUs")
+def test_reductions_do_not_depend_on_the_thread_count():
+    """With jaxsetup's XLA flags a column sum is the same on one core and on all of them (with
+    XLA's default YNNPACK reductions it is not: the control below)."""
+    import subprocess
+    import sys
+
+    from dsmcli.jaxsetup import YNN_FLAG
+
+    one = sorted(os.sched_getaffinity(0))[:1]
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+
+    def digest(pin, flags):
+        code = "from dsmcli.jaxsetup import configure_xla_env; configure_xla_env()\n" + REDUCTION
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**base, "XLA_FLAGS": flags}, preexec_fn=pin)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    pin = lambda: os.sched_setaffinity(0, one)  # noqa: E731
+    assert digest(None, "") == digest(pin, "")
+    default = f"{YNN_FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    assert digest(None, default) != digest(pin, default)  # the control: the fault the flag removes
