@@ -24,6 +24,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m ''
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet 'torch==2.13.0'  # the CPU build the tables were measured with (an open range can pull a multi-GB CUDA build)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run_all.py
 

@@ -12,6 +12,9 @@ load than wall clock on a shared machine).
 * ``+ YNNPACK eltwise``: compiled with the per-compilation XLA option that
   ``dsmcli.xla_options`` gives the training step of small dense networks (YNNPACK fusion of
   elementwise ops on CPU);
+* ``+ YNNPACK reductions``: compiled with XLA's default YNNPACK fusion types (individual dots and
+  reductions), i.e. without what ``dsmcli.jaxsetup`` sets so that sums do not depend on the
+  number of threads: what that costs;
 * ``trainer step`` / ``trainer step, no grad norm``: ``dsmcli.train.StepFunction`` as is, and
   with ``optax.tree.norm`` replaced by a constant while it is traced (so the logged gradient norm
   is the only difference): what the trainer's gradient norm (now taken at the last step of each
@@ -31,10 +34,17 @@ if __name__ == "__main__":
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("DSM_COMPILE_CACHE", "0")
+    from dsmcli.jaxsetup import configure_xla_env
+
+    configure_xla_env()  # as the CLI and run_all.py
 
 from benchmarks import bench_jax  # noqa: E402
 from benchmarks.common import LARGE, SMALL, Samples, data_for  # noqa: E402
 from dsmcli.xla_options import ELTWISE_OPTIONS  # noqa: E402
+
+# XLA's own default (reductions handed to YNNPACK, whose sums depend on the thread count): what
+# dsmcli.jaxsetup switches off.
+YNN_WITH_REDUCE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 VARIANTS = {
     "base": {},
@@ -42,6 +52,7 @@ VARIANTS = {
     "jax.nn.softplus": {"act": "jax.nn.softplus"},
     "relu": {"act": "relu"},
     "+ YNNPACK eltwise": {"compiler_options": ELTWISE_OPTIONS},
+    "+ YNNPACK reductions": {"compiler_options": {"xla_cpu_experimental_ynn_fusion_type": YNN_WITH_REDUCE}},
 }
 
 

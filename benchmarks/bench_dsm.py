@@ -44,6 +44,9 @@ def measure(p: Problem, x: np.ndarray, workdir: Path, steps: int, log_every: int
 
     cfg = write_config(p, workdir, x, steps, log_every)
     t0 = time.perf_counter()
+    from dsmcli import console
+
+    console.set_quiet(True)  # no progress lines in the benchmark's own log
     run_dir, summary = api.train(str(cfg), runs_dir=str(workdir / "runs"))
     wall = time.perf_counter() - t0
     records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

@@ -48,6 +48,9 @@ if str(REPO) not in sys.path:
 # throughput anyway, and the user's cache is left alone). The start-up section sets its own.
 os.environ["DSM_COMPILE_CACHE"] = "0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from dsmcli.jaxsetup import configure_xla_env  # noqa: E402
+
+configure_xla_env()  # the XLA flags the CLI runs with (thread-count-independent reductions), for every contender
 
 from benchmarks import ablations, bench_dsm, bench_jax, bench_startup, bench_torch, profile_step  # noqa: E402
 from benchmarks.common import LARGE, SMALL, Samples, data_for, loadavg, machine_info  # noqa: E402

@@ -287,16 +287,22 @@ def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
     """Evaluation metrics of the newest checkpoint → ``eval.json`` (+ figures in ``plots/``)."""
     from dsmcli import evaluation
 
+    from dsmcli import progress
+
     path = runs.require_run_dir(run_dir)
     cfg = _load_run_config(path)
     exp, step, params = _experiment_at_checkpoint(path, cfg)
-    result = {"step": step, **evaluation.evaluate(exp, params)}
+    with progress.Bar("eval", 2 if figures else 1, unit="stage") as bar:
+        result = {"step": step, **evaluation.evaluate(exp, params)}
+        bar.update(1, finished="metrics")
+        plots = evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read()) if figures else []
+        if figures:
+            bar.update(2, finished="figures")
     summary = runs.read_json(path / "summary.json", {})
     for key in ("loss", "steps_per_sec", "wall_s", "compile_s"):
         if isinstance(summary.get(key), (int, float)) and not isinstance(summary.get(key), bool):
             result[key] = summary[key]
     runs.write_json(path / "eval.json", result)
-    plots = evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read()) if figures else []
     from dsmcli import tracking
 
     tracking.log_evaluation(cfg, path, result, plots)

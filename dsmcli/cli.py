@@ -178,7 +178,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A r
     console.set_quiet(quiet)
 
     path, result = api.evaluate(run_dir)
-    _table([result], list(result), title=str(run_dir))
+    _table([result], list(result))
     typer.echo(str(path))
 
 

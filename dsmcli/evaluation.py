@@ -129,18 +129,14 @@ def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:
     if any(isinstance(r.get("loss"), (int, float)) for r in records):  # runs that trained
         plots.loss_plot(out_dir / "loss.png", records, f"{exp.cfg.name}: {exp.cfg.objective.kind}")
         written.append(out_dir / "loss.png")
-    if exp.data.dim == 1 and exp.objective.has_score:
+    if exp.data.dim in (1, 2) and exp.objective.has_score:  # 1-D: curves s(x); 2-D: quiver fields
         fields = {f"learned ({exp.cfg.objective.kind})": exp.score_fn(params)}
         if exp.data.has_score:
             fields["true ∇log p"] = exp.data.density.score
-        plots.score_curve_plot(out_dir / "score_field.png", fields, exp.data)
+        draw = plots.score_curve_plot if exp.data.dim == 1 else plots.score_field_plot
+        draw(out_dir / "score_field.png", fields, exp.data)
         written.append(out_dir / "score_field.png")
     if exp.data.dim == 2 and exp.objective.has_score:
-        fields = {f"learned ({exp.cfg.objective.kind})": exp.score_fn(params)}
-        if exp.data.has_score:
-            fields["true ∇log p"] = exp.data.density.score
-        plots.score_field_plot(out_dir / "score_field.png", fields, exp.data)
-        written.append(out_dir / "score_field.png")
         energy = exp.energy_fn(params)
         if energy is not None:
             panels = {f"learned exp(−E) ({exp.cfg.model.kind})": lambda x: -energy(x)}

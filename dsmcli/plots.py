@@ -75,7 +75,10 @@ def _density_background(ax, data, window, n: int = 150):
     import jax
 
     p = np.exp(np.asarray(jax.jit(dens.log_prob, static_argnums=1)(pts, sigma))).reshape(gx.shape)
-    shading = ax.contourf(gx, gy, p, levels=np.linspace(0, np.nanmax(p), 21), cmap="Blues")
+    levels = np.linspace(0, np.nanmax(p), 21)
+    shading = ax.contourf(gx, gy, p, levels=levels, cmap="Blues")
+    # the same levels as lines drawn above whatever is plotted next (samples hide the shading)
+    ax.contour(gx, gy, p, levels=levels[2::4], colors="navy", linewidths=0.6, alpha=0.8, zorder=3)
     label = "p(x)" if dens.has_score else "q₀.₀₅(x) (p smoothed, σ = 0.05)"
     from matplotlib.ticker import MaxNLocator
 

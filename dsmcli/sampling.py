@@ -71,17 +71,21 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
                      device=mesh.devices.flat[0])
     x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
     outs, infos = [], []
-    for i, start in enumerate(range(0, n, batch)):
-        xb = x0[start : start + batch]
-        m = len(xb)
-        if m < batch:
-            xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch - m, 0)])
-        if shard is not None:  # particles split over the data axis; the score is row-wise
-            xb = jax.device_put(xb, shard)
-        x, info = run(xb, jax.random.fold_in(key_run, i))
-        x = jax.block_until_ready(x)
-        outs.append(x[:m])
-        infos.append((m, info))
+    from dsmcli import progress
+
+    with progress.Bar(f"sample ({sample_cfg.kind})", n, unit="particle") as bar:
+        for i, start in enumerate(range(0, n, batch)):
+            xb = x0[start : start + batch]
+            m = len(xb)
+            if m < batch:
+                xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch - m, 0)])
+            if shard is not None:  # particles split over the data axis; the score is row-wise
+                xb = jax.device_put(xb, shard)
+            x, info = run(xb, jax.random.fold_in(key_run, i))
+            x = jax.block_until_ready(x)
+            outs.append(x[:m])
+            infos.append((m, info))
+            bar.update(start + m)
     x = np.asarray(jnp.concatenate(outs))
     summary = {}
     for name in infos[0][1]:

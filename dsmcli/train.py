@@ -334,7 +334,9 @@ def run(plan: Plan, run_dir: Path) -> dict:
                     record[k] = finite_mean(v)
             if len(bad):
                 record["skipped_steps"] = int(len(bad))
-            if step_fn.compile_s > compile_before:
+            if trained_steps == length:  # the first dispatch of this process: its compilation (done in prepare)
+                record["compile_s"] = round(step_fn.compile_s, 3)
+            elif step_fn.compile_s > compile_before:  # a dispatch of another length (the run's last)
                 record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
             if step % cfg.train.eval_every == 0 or step == total:
                 record.update(evaluate(exp, eval_params(state)))

@@ -50,10 +50,11 @@ def strict_json(path: Path):
 
 
 def one_error_line(result) -> str:
+    """The command's one error message (progress lines may precede it on stderr)."""
     assert result.exit_code == 2, result.output
     err = result.stderr
-    assert err.startswith("error: ") and "Traceback" not in result.output, err
-    return err
+    assert err.count("error: ") == 1 and "Traceback" not in result.output, err
+    return err[err.index("error: "):]
 
 
 @pytest.fixture
