@@ -243,9 +243,11 @@ def sample(
     n: int | None = None,
     seed: int | None = None,
     overrides: list[str] | None = None,
+    metrics: list[str] | None = None,
 ) -> tuple[Path, dict]:
     """Draw samples from a run's newest checkpoint; returns (npz path, metrics record).
-    The npz gets a name no other sample has (never an overwrite), its plot the same stem."""
+    The npz gets a name no other sample has (never an overwrite), its plot the same stem.
+    ``metrics``: names from ``dsmcli.metrics`` (default: every sample metric that applies)."""
     import numpy as np
 
     from dsmcli import fsio, plots, sampling
@@ -263,11 +265,13 @@ def sample(
     seed = cfg.seed if seed is None else seed
     exp, step, params = _experiment_at_checkpoint(path, cfg)
     x, info = sampling.draw(exp, params, cfg.sample, seed)
-    record = {"step": step, "sampler": cfg.sample.kind, "n": cfg.sample.n, "seed": seed, **info}
-    record.update(sampling.sample_metrics(x, exp.data, seed))
+    record = {"step": step, "sampler": cfg.sample.kind, "n": cfg.sample.n, "seed": seed,
+              **{k: v for k, v in info.items() if k != "trace"}}
+    record.update(sampling.sample_metrics(x, exp.data, seed, exp=exp, params=params, info=info, names=metrics))
     title = f"{cfg.name}: {cfg.objective.kind}, {cfg.sample.kind}"
     if cfg.sample.kind != "ancestral":
-        title += f" ({cfg.sample.steps} steps, ε={cfg.sample.step_size:g})"
+        eps = info.get("step_size", cfg.sample.step_size)
+        title += f" ({cfg.sample.steps} steps, ε={eps:g}{' (auto)' if cfg.sample.step_size == 'auto' else ''})"
     figure = io.BytesIO()  # drawn before anything is written: a plot error leaves no orphan npz
     if exp.data.image_shape is not None:
         plots.image_grid(figure, x, exp.data.image_shape, title)
@@ -283,8 +287,9 @@ def sample(
     return out, record
 
 
-def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
-    """Evaluation metrics of the newest checkpoint → ``eval.json`` (+ figures in ``plots/``)."""
+def evaluate(run_dir: str | Path, *, figures: bool = True, metrics: list[str] | None = None) -> tuple[Path, dict]:
+    """Evaluation metrics of the newest checkpoint → ``eval.json`` (+ figures in ``plots/``).
+    ``metrics``: names from ``dsmcli.metrics`` (default: every model metric that applies)."""
     from dsmcli import evaluation
 
     from dsmcli import progress
@@ -293,7 +298,7 @@ def evaluate(run_dir: str | Path, *, figures: bool = True) -> tuple[Path, dict]:
     cfg = _load_run_config(path)
     exp, step, params = _experiment_at_checkpoint(path, cfg)
     with progress.Bar("eval", 2 if figures else 1, unit="stage") as bar:
-        result = {"step": step, **evaluation.evaluate(exp, params)}
+        result = {"step": step, **evaluation.evaluate(exp, params, metrics)}
         bar.update(1, finished="metrics")
         plots = evaluation.figures(exp, params, path, runs.MetricsLog(path / "metrics.jsonl").read()) if figures else []
         if figures:

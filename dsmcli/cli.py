@@ -28,6 +28,8 @@ Overrides = Annotated[Optional[list[str]], typer.Argument(metavar="KEY=VALUE", s
                                                           help="Overrides: dotted keys, YAML values.")]
 RunsDir = Annotated[Optional[str], typer.Option("--runs-dir", metavar="DIR", help="Output root (default: $DSM_RUNS, else ./runs).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no notes (errors still print).")]
+Metrics = Annotated[Optional[str], typer.Option("--metrics", metavar="A,B,...",
+                                                help="Compute only these metrics (default: every one that applies).")]
 
 
 def _version(value: bool) -> None:
@@ -152,6 +154,7 @@ def sample(
     sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Sampler kind (default: the run's sample.kind).")] = None,
     n: Annotated[Optional[int], typer.Option("--n", metavar="N", help="Number of particles.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="S", help="Sampling seed (default: the run's seed).")] = None,
+    metrics: Metrics = None,
     quiet: Quiet = False,
 ):
     """Sample from a run's newest checkpoint.
@@ -161,15 +164,18 @@ def sample(
 
     console.set_quiet(quiet)
 
-    path, record = api.sample(run_dir, sampler=sampler, n=n, seed=seed, overrides=overrides)
-    shown = {k: v for k, v in record.items() if k not in ("file",)}
+    from dsmcli.metrics import parse_names
+
+    path, record = api.sample(run_dir, sampler=sampler, n=n, seed=seed, overrides=overrides, metrics=parse_names(metrics))
+    shown = {k: v for k, v in record.items() if k not in ("file", "protocol")}  # protocol: in samples/metrics.jsonl
     _table([shown], list(shown))
     typer.echo(str(path))
 
 
 @app.command("eval")
 @_handled
-def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")], quiet: Quiet = False):
+def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+             metrics: Metrics = None, quiet: Quiet = False):
     """Evaluate a run's newest checkpoint.
 
     Writes eval.json and plots/, prints the metrics."""
@@ -177,7 +183,9 @@ def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A r
 
     console.set_quiet(quiet)
 
-    path, result = api.evaluate(run_dir)
+    from dsmcli.metrics import parse_names
+
+    path, result = api.evaluate(run_dir, metrics=parse_names(metrics))
     _table([result], list(result))
     typer.echo(str(path))
 

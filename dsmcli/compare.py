@@ -52,6 +52,7 @@ class CompareConfig(Section):
     base: str
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: list[Variant] = Field(min_length=1)
+    against: str | None = Field(None, pattern=r"^[a-z_]+(\.[a-z_]+)+$")  # a numeric config key: metrics against it
 
     @field_validator("variants")
     @classmethod
@@ -291,7 +292,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-COLUMNS = ("score_error", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+COLUMNS = ("score_error", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "kid", "kid_std", "kid_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+           "step_size", "ess", "ess_per_s", "rhat", "ksd", "ksd_model",
            "kl_grid",
            "loss", "loss_excess", "steps_per_sec", "wall_s")
 
@@ -346,9 +348,70 @@ def print_table(table: list[dict], title: str) -> None:
     print_records(rows, ["variant", "status", *cols], title=title, keys=1)
 
 
-def figures(out_dir: Path, rows: list[dict]) -> None:
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def against_series(rows: list[dict], key: str) -> dict:
+    """``{group label: [(x, {metric: (mean, std)}), ...]}``: the variants grouped by everything
+    but ``key`` in their resolved configs (the label names what differs between groups), x the
+    value of ``key``, metrics averaged over seeds; plus ``curves``: per group and x, the first
+    seed's metrics.jsonl records. Sampling keys do not make a group (variants that only sample
+    a model otherwise add no point)."""
+    import numpy as np
+
+    from dsmcli.config import load_experiment
+
+    done = [r for r in rows if r["status"] == "completed"]
+    flat = {}
+    for r in done:
+        if r["variant"] not in flat:
+            flat[r["variant"]] = _flat(load_experiment(Path(r["run_dir"]) / "config.yaml").to_dict())
+    if not flat or any(not isinstance(f.get(key), (int, float)) for f in flat.values()):
+        return {}
+    keys = sorted({k for f in flat.values() for k in f})
+    # what tells the groups apart: keys with two or more values (a key only some kinds have, as
+    # dae's ``noise``, is not one), kinds first
+    differ = sorted((k for k in keys if k not in (key, "name", "seed") and not k.startswith("sample.")
+                     and len({json.dumps(f.get(k), sort_keys=True) for f in flat.values() if f.get(k) is not None}) > 1),
+                    key=lambda k: (not k.endswith(".kind"), k))
+
+    def show(value):
+        return value if isinstance(value, str) else json.dumps(value)
+
+    label = {v: ", ".join(f"{k.rsplit('.', 1)[-1]}={show(f.get(k))}" for k in differ) or "all" for v, f in flat.items()}
+    series: dict = {"points": {}, "curves": {}}
+    seen = set()
+    for variant, f in flat.items():
+        if (label[variant], f[key]) in seen:  # the same training sampled otherwise: one point per model
+            continue
+        seen.add((label[variant], f[key]))
+        group_rows = [r for r in done if r["variant"] == variant]
+        metrics = {}
+        for m in dict.fromkeys(k for r in group_rows for k in r["metrics"]):
+            vals = [r["metrics"][m] for r in group_rows if isinstance(r["metrics"].get(m), (int, float))]
+            if vals:
+                metrics[m] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+        series["points"].setdefault(label[variant], []).append((float(f[key]), metrics))
+        series["curves"].setdefault(label[variant], []).append(
+            (float(f[key]), runs.MetricsLog(Path(group_rows[0]["run_dir"]) / "metrics.jsonl").read()))
+    for part in series.values():
+        for pts in part.values():
+            pts.sort(key=lambda p: p[0])
+    return series
+
+
+def figures(out_dir: Path, rows: list[dict], against: str | None = None) -> None:
     """Panels per variant (first seed) on shared axes: samples and score fields (2-D data), or
-    mosaics of sampled images (image data); loss curves."""
+    mosaics of sampled images (image data); loss curves. With ``against`` (a numeric config key
+    the variants differ in): metrics against it (``against.png``, bias floors dashed) and the
+    held-out metrics against training steps for every variant (``curves.png``)."""
     import numpy as np
 
     from dsmcli import experiment, plots
@@ -363,6 +426,11 @@ def figures(out_dir: Path, rows: list[dict]) -> None:
         return
     curves = {v: runs.MetricsLog(Path(r["run_dir"]) / "metrics.jsonl").read() for v, r in firsts.items()}
     plots.loss_overlay(out_dir / "loss.png", curves)
+    if against:
+        series = against_series(rows, against)
+        if series:
+            plots.against_plot(out_dir / "against.png", series["points"], against)
+            plots.step_curves(out_dir / "curves.png", series["curves"], against)
     any_run = Path(next(iter(firsts.values()))["run_dir"])
     exp0 = experiment.build(load_experiment(any_run / "config.yaml"))
     samples = {v: np.load(r["metrics"]["_samples"])["x"] for v, r in firsts.items() if "_samples" in r["metrics"]}
@@ -453,7 +521,7 @@ def run(config: str | None, args: list[str], *, runs_dir: str | None = None, swe
                                                   "variants": table, "runs": rows})
     runs.write_text(out_dir / "comparison.md", markdown(table, f"compare-{name}", record))
     try:
-        figures(out_dir, rows)
+        figures(out_dir, rows, cfg.against if config else None)
     except Exception as e:  # figures are a courtesy: never lose the table over them
         from dsmcli import console
 

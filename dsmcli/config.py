@@ -224,8 +224,12 @@ class DataInit(Section):
 InitConfig = Annotated[Union[UniformInit, GaussianInit, DataInit], Field(discriminator="kind")]
 
 
+ADAPTIVE_SAMPLERS = ("mala", "ab_mh")
+
+
 class SampleConfig(Section):
-    """Sampler settings (DESIGN.md §3). ``step_size`` is ε in x ← x + (ε/2)s(x) + √ε z; for
+    """Sampler settings (DESIGN.md §3). ``step_size`` is ε in x ← x + (ε/2)s(x) + √ε z (``auto``:
+    adapted during ``adapt_steps`` warm-up steps by dual averaging toward ``target_accept``); for
     annealed Langevin ``steps`` is per noise level and level i uses αᵢ = ε σᵢ²/σ_L². The σ
     schedule is geometric from ``sigma_max`` to ``sigma_min`` in ``n_sigmas`` levels (default:
     the objective's own schedule where it has one)."""
@@ -233,7 +237,12 @@ class SampleConfig(Section):
     kind: Literal[tuple(sampler_registry.REGISTRY)] = "langevin"
     n: PositiveInt = 5000
     steps: PositiveInt = 1000
-    step_size: PositiveFloat = 1e-3
+    step_size: PositiveFloat | Literal["auto"] = 1e-3
+    target_accept: float = Field(0.574, gt=0.0, lt=1.0)  # step_size: auto (MALA's optimal rate, Roberts & Rosenthal 1998)
+    adapt_steps: PositiveInt = 500  # warm-up steps of step_size: auto (dual averaging), before the `steps`
+    trace_draws: PositiveInt = 100  # MCMC diagnostics: states kept per chain (thinned over the steps)
+    trace_projections: PositiveInt = 4  # ... as this many fixed random projections of each particle
+    trace_chains: PositiveInt = 1000  # ... for at most this many particles (chains)
     init: InitConfig = Field(default_factory=UniformInit)
     batch: PositiveInt | None = None
     sigma_max: NoiseScale | None = None
@@ -243,6 +252,9 @@ class SampleConfig(Section):
 
     @model_validator(mode="after")
     def _schedule(self):
+        if self.step_size == "auto" and self.kind not in ADAPTIVE_SAMPLERS:
+            raise ValueError(f"'step_size: auto' adapts ε to an acceptance rate, which only the Metropolis-adjusted "
+                             f"samplers have ({', '.join(ADAPTIVE_SAMPLERS)}), not '{self.kind}'; give a number")
         given = [self.sigma_max is not None, self.sigma_min is not None, self.n_sigmas is not None]
         if any(given) and not all(given):
             raise ValueError("give all of 'sigma_max', 'sigma_min' and 'n_sigmas', or none (the objective's schedule)")

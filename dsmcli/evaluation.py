@@ -5,61 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def evaluate(exp, params) -> dict:
-    """Metrics that need no sampling: ``score_error`` where the data set has an exact score;
-    ``kl_grid`` for 2-D models with an energy on data with a known density."""
-    from dsmcli.streaming import score_error
+def evaluate(exp, params, names: list[str] | None = None) -> dict:
+    """The model metrics of the registry (``dsmcli.metrics``): every default one that applies,
+    or those named."""
+    from dsmcli import metrics
 
-    out = {}
-    dens = exp.data.density
-    if exp.data.has_score and exp.objective.has_score:
-        out["score_error"] = score_error(exp.score_fn(params), dens.score, exp.data.x_test, exp.cfg.train.eval_batch)
-    energy = exp.energy_fn(params)
-    if energy is not None and dens is not None and exp.data.dim == 2 and exp.data.bounds is not None:
-        out["kl_grid"] = kl_grid(dens.log_prob, energy, exp.data.bounds)
-    if getattr(exp.cfg.model, "latent", None) is not None:
-        out.update(code_tasks(exp, params))
-    out.update(exp.objective.metrics(exp.net(params), exp.data))
-    return out
-
-
-def code_tasks(exp, params) -> dict:
-    """The survey's uses of an autoencoder, on held-out data (scikit-learn for the tasks):
-
-    ``recon_mse``: mean over test rows and dimensions of (r(x) − x)²; ``elbo`` (VAE family):
-    mean test ELBO per example in nats (one z sample); ``probe_acc``: logistic regression on
-    training codes, accuracy on test codes; ``kmeans_nmi``: k-means on test codes with k = the
-    number of classes, normalised mutual information with the labels; ``anomaly_auroc``: with
-    ``holdout_class`` absent from training, the AUROC of the reconstruction error for telling
-    that class from the others in the test rows.
-    """
-    import jax
-    import numpy as np
-
-    data, obj = exp.data, exp.objective
-    model_fn = jax.jit(lambda x: (obj.encode(exp.net(params), x), obj.reconstruct(exp.net(params), x)))
-    z_test, r_test = (np.asarray(a) for a in model_fn(data.x_test))
-    err = np.mean((r_test - data.x_test) ** 2, axis=1)
-    out = {"recon_mse": float(err.mean())}
-    if hasattr(obj, "elbo"):
-        elbo = jax.jit(lambda x: obj.elbo(exp.net(params), x, jax.random.key(exp.cfg.seed)))(data.x_test)
-        out["elbo"] = float(np.mean(np.asarray(elbo)))
-    if data.y_train is not None and data.y_test is not None:
-        from sklearn.cluster import KMeans
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import normalized_mutual_info_score, roc_auc_score
-        from sklearn.preprocessing import StandardScaler
-
-        z_train = np.asarray(model_fn(data.x_train)[0])
-        scaler = StandardScaler().fit(z_train)
-        probe = LogisticRegression(max_iter=2000).fit(scaler.transform(z_train), data.y_train)
-        out["probe_acc"] = float(probe.score(scaler.transform(z_test), data.y_test))
-        k = len(np.unique(data.y_test))
-        clusters = KMeans(n_clusters=k, n_init=10, random_state=exp.cfg.seed).fit_predict(z_test)
-        out["kmeans_nmi"] = float(normalized_mutual_info_score(data.y_test, clusters))
-        if data.holdout_class is not None:
-            out["anomaly_auroc"] = float(roc_auc_score(data.y_test == data.holdout_class, err))
-    return out
+    return metrics.evaluate_model(metrics.ModelView(exp, params), names)
 
 
 def interpolations(exp, params, pairs: int = 8, steps: int = 8):
@@ -91,30 +42,6 @@ def interpolations(exp, params, pairs: int = 8, steps: int = 8):
 
     middle = np.asarray(decoded(a, b))
     return np.concatenate([a[:, None], middle, b[:, None]], axis=1).reshape(-1, x.shape[1])
-
-
-def kl_grid(log_p, energy, bounds, n: int = 256) -> float:
-    """KL(p ‖ p_θ) with p_θ = exp(−E)/Z, both normalised numerically on an n×n grid over
-    ``bounds``: KL ≈ Σ_g p̂(g) (log p̂(g) − log p̂_θ(g)) with p̂ ∝ the density times the cell area,
-    renormalised on the grid (so mass outside the window is ignored for both)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.scipy.special import logsumexp
-
-    (x0, x1), (y0, y1) = bounds[:2]
-    gx, gy = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
-    pts = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], 1), jnp.float32)
-
-    @jax.jit
-    def kl(pts):
-        lp = log_p(pts)
-        lq = -energy(pts)
-        lp, lq = lp - logsumexp(lp), lq - logsumexp(lq)
-        p = jnp.exp(lp)
-        return jnp.sum(jnp.where(p > 0, p * (lp - lq), 0.0))
-
-    return float(kl(pts))
 
 
 def figures(exp, params, run_dir: Path, records: list[dict]) -> list[Path]:

@@ -19,7 +19,8 @@ Losses:
 
 * :func:`esm` – explicit score matching against a known target score.
 * :func:`ism` – implicit score matching (Hyvärinen 2005), exact trace or Hutchinson estimate.
-* :func:`ssm` – sliced score matching (Song et al. 2019), with optional variance reduction.
+* :func:`ssm` – sliced score matching (Song et al. 2019), with optional variance reduction;
+  :func:`ssm_per_row` gives its per-row terms, for objectives that weight rows (NCSN's σ²).
 * :func:`dsm` – denoising score matching (Vincent 2010) with Gaussian noise drawn by :func:`noisy`.
 
 Helpers: :func:`divergence_exact` (exact ``tr ∇ₓ s(x)`` per row) and :func:`noisy` (the
@@ -55,6 +56,7 @@ __all__ = [
     "esm",
     "ism",
     "ssm",
+    "ssm_per_row",
     "dsm",
     "jacobian_frobenius_sq",
 ]
@@ -320,6 +322,24 @@ def ssm(
     Raises:
         ValueError: for a non-2-D ``x``, an unknown ``projection`` or ``n_projections < 1``.
     """
+    return jnp.mean(ssm_per_row(score_fn, x, key, n_projections, variance_reduction, projection))
+
+
+def ssm_per_row(
+    score_fn: ScoreFn,
+    x: ArrayLike,
+    key: ArrayLike,
+    n_projections: int = 1,
+    variance_reduction: bool = False,
+    projection: str = "gaussian",
+) -> jax.Array:
+    """The per-row terms of :func:`ssm`, shape ``(B,)``; their batch mean is :func:`ssm`.
+
+    Row ``i``: ``(1/P) Σₚ vₚᵢᵀ ∇ₓs(xᵢ) vₚᵢ + ½‖s(xᵢ)‖²`` with ``variance_reduction=True``, else
+    ``(1/P) Σₚ [vₚᵢᵀ ∇ₓs(xᵢ) vₚᵢ + ½(vₚᵢᵀ s(xᵢ))²]``; same arguments, draws and errors as
+    :func:`ssm` (same ``key`` ⇒ same directions). For objectives that weight rows, e.g. NCSN's
+    σᵢ² per noise level.
+    """
     x = _check_x(x)
     _check_choice("projection", projection, PROJECTIONS)
     n_projections = _check_count("n_projections", n_projections)
@@ -329,7 +349,7 @@ def ssm(
         second = 0.5 * jnp.sum(s**2, axis=-1)
     else:
         second = jnp.mean(0.5 * jnp.sum(v * s, axis=-1) ** 2, axis=0)
-    return jnp.mean(jnp.mean(quad, axis=0) + second)
+    return jnp.mean(quad, axis=0) + second
 
 
 def dsm(score_fn: ScoreFn, x: ArrayLike, key: ArrayLike, sigma: ArrayLike) -> jax.Array:

@@ -325,3 +325,86 @@ def score_curve_plot(path: Path, fields: dict, data, n: int = 400) -> None:
     ax.set_ylabel("score s(x) = d log p / dx")
     ax.legend(fontsize=8)
     _save(plt, fig, path)
+
+
+AGAINST_METRICS = ("score_error", "hessian_error")
+
+
+def _log_x(xs) -> bool:
+    xs = [x for x in xs if x > 0]
+    return len(xs) > 1 and max(xs) / min(xs) >= 10
+
+
+def against_plot(path: Path, points: dict, key: str) -> bool:
+    """Held-out metrics (one panel each, log axis) against a config value, one line per group
+    (mean ± std over seeds); a metric's ``<name>_floor`` (the exact σ-smoothed density's) dashed
+    in black: the bias no training removes."""
+    plt = _plt()
+    present = [m for m in AGAINST_METRICS if any(m in met for pts in points.values() for _, met in pts)]
+    if not present:
+        return False
+    fig, axes = plt.subplots(1, len(present), figsize=(5.2 * len(present), 4.2), dpi=100, squeeze=False)
+    xs_all = sorted({x for pts in points.values() for x, _ in pts})
+    for ax, metric in zip(axes[0], present):
+        for label, pts in points.items():
+            got = [(x, met[metric]) for x, met in pts if metric in met and met[metric][0] > 0 and (x > 0 or not _log_x(xs_all))]
+            if got:
+                ax.errorbar([x for x, _ in got], [m for _, (m, _) in got], yerr=[s for _, (_, s) in got],
+                            fmt="o-", lw=1.2, ms=3.5, capsize=2, label=label)
+        floor = {x: met[f"{metric}_floor"][0] for pts in points.values() for x, met in pts
+                 if f"{metric}_floor" in met and met[f"{metric}_floor"][0] > 0}
+        if floor:
+            fx = sorted(floor)
+            ax.plot(fx, [floor[x] for x in fx], "k--", lw=1.3, label="exact ∇log q_σ (bias floor)")
+        ax.set_yscale("log")
+        if _log_x(xs_all):
+            ax.set_xscale("log")
+        ax.set_xlabel(key, fontsize=9)
+        ax.set_ylabel(metric, fontsize=9)
+        ax.set_title(f"{metric} against {key.rsplit('.', 1)[-1]}", fontsize=10)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+    axes[0][0].legend(fontsize=7)
+    _save(plt, fig, path)
+    return True
+
+
+def step_curves(path: Path, curves: dict, key: str) -> bool:
+    """Held-out ``score_error`` and ``hessian_error`` against training steps: one column per
+    group, one line per value of ``key`` (colour bar), one row per metric on a shared log axis —
+    where every variant has plateaued is read off here."""
+    plt = _plt()
+    import matplotlib as mpl
+
+    metrics = [m for m in ("score_error", "hessian_error")
+               if any(isinstance(r.get(m), (int, float)) for pts in curves.values() for _, recs in pts for r in recs)]
+    if not metrics:
+        return False
+    def has(recs, metric):
+        return sum(isinstance(r.get(metric), (int, float)) and r[metric] > 0 for r in recs) > 1
+
+    groups = [g for g in curves if any(has(recs, m) for _, recs in curves[g] for m in metrics)]  # trained ones
+    if not groups:
+        return False
+    fig, axes = plt.subplots(len(metrics), len(groups), figsize=(3.9 * len(groups) + 0.8, 3.2 * len(metrics)),
+                             dpi=100, squeeze=False, sharey="row", layout="constrained")
+    xs = sorted({x for g in groups for x, _ in curves[g]})
+    norm = mpl.colors.LogNorm(min(xs), max(xs)) if _log_x(xs) and min(xs) > 0 else mpl.colors.Normalize(min(xs), max(xs))
+    cmap = mpl.colormaps["viridis"]
+    for row, metric in enumerate(metrics):
+        for col, group in enumerate(groups):
+            ax = axes[row][col]
+            for x, recs in curves[group]:
+                pts = [(r["step"], r[metric]) for r in recs if isinstance(r.get(metric), (int, float)) and r[metric] > 0]
+                if pts:
+                    ax.semilogy(*zip(*pts), "-", lw=1.3, color=cmap(norm(x)))
+            ax.set_title(group, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"held-out {metric}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3, which="both", lw=0.5)
+    bar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(), fraction=0.04, pad=0.01)
+    bar.set_label(key, fontsize=8)
+    _save(plt, fig, path, tight=False)
+    return True

@@ -25,7 +25,9 @@ def init_particles(init, key, n: int, data):
 def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     """Run the configured sampler on ``sample_cfg.n`` particles in dispatches of
     ``sample_cfg.batch`` (one compilation; the last batch is padded). Returns (x, info) where
-    info holds the sampler's diagnostics averaged over particles."""
+    info holds the sampler's diagnostics averaged over particles, ``sample_s`` (the wall time of
+    the dispatches, compilation excluded) and, for MCMC samplers, ``trace`` (draws, chains,
+    projections) of the first dispatch's chains, for ``dsmcli.metrics.mcmc``."""
     import jax
     import jax.numpy as jnp
 
@@ -73,6 +75,9 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     outs, infos = [], []
     from dsmcli import progress
 
+    import time
+
+    t0 = time.perf_counter()
     with progress.Bar(f"sample ({sample_cfg.kind})", n, unit="particle") as bar:
         for i, start in enumerate(range(0, n, batch)):
             xb = x0[start : start + batch]
@@ -87,51 +92,28 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
             infos.append((m, info))
             bar.update(start + m)
     x = np.asarray(jnp.concatenate(outs))
-    summary = {}
+    summary = {"sample_s": round(time.perf_counter() - t0, 3)}
     for name in infos[0][1]:
-        summary[name] = float(sum(m * float(info[name]) for m, info in infos) / n)
+        if name == "trace":  # the first dispatch's chains (Trace bounds their number): kept whole
+            summary["trace"] = np.asarray(infos[0][1]["trace"])[:, : min(infos[0][0], sample_cfg.trace_chains)]
+        else:
+            summary[name] = float(sum(m * float(info[name]) for m, info in infos) / n)
     return x, summary
 
 
-def sample_metrics(x: np.ndarray, data, seed: int) -> dict:
-    """Sample metrics against held-out data.
+def sample_metrics(x: np.ndarray, data, seed: int, *, exp=None, params=None, info=None,
+                   names: list[str] | None = None) -> dict:
+    """The sample (and chain) metrics of the registry (``dsmcli.metrics``) for particles ``x``:
+    every default one that applies, or those named; plus, under ``protocol``, what the metrics
+    that describe themselves (fd, kid) were computed from (n, seed, features, reference set)."""
+    from dsmcli import metrics
+    from dsmcli.metrics.base import protocol
 
-    ``escaped_fraction``: particles that are non-finite or beyond 100× the data's extent (a
-    sampler that diverged off the data, e.g. where a reconstruction read-out is unreliable).
-    ``mmd`` and ``sliced_w2`` are computed on the other particles; ``mode_weights`` are fractions
-    of *all* particles, and ``mode_weight_error`` is the total variation to the true weights
-    with the escaped mass as an extra outcome: ½(Σₖ|ŵₖ − wₖ| + escaped_fraction).
-    """
-    import jax
-
-    from dsmcli import sample_metrics as sm
-
-    bound = 100.0 * max(1.0, float(np.abs(data.x_test).max()))
-    kept = np.isfinite(x).all(1) & (np.abs(np.nan_to_num(x)).max(1) <= bound)
-    out = {"escaped_fraction": float(1 - kept.mean())}
-    xs = x[kept]
-    key = jax.random.key(seed)
-    if len(xs) >= 2:
-        try:
-            out["mmd"] = sm.mmd(xs, data.x_test, key=key)
-        except ValueError:  # the particles collapsed onto one point: bandwidths from the data alone
-            half = len(data.x_test) // 2
-            med = sm.median_pairwise_distance(data.x_test[:half], data.x_test[half:], key=key)
-            out["mmd"] = sm.mmd_fixed(xs, data.x_test, np.asarray([0.1, 0.2, 0.5, 1, 2, 5]) * med)
-        out["sliced_w2"] = sm.sliced_w2(xs, data.x_test, key=key)
-    if data.image_shape is not None and data.y_train is not None and len(xs) >= 2:
-        from dsmcli.fd import fd_metrics
-
-        out.update(fd_metrics(xs, data))
-    if data.report_modes:
-        true = np.asarray(data.density.component_weights)
-        counts = np.zeros(len(true))
-        if len(xs):
-            counts = np.asarray(sm.mode_weights(data.density.component_log_probs(jax.numpy.asarray(xs)))) * len(xs)
-        weights = counts / len(x)
-        out["mode_weights"] = [round(float(w), 4) for w in weights]
-        out["mode_weight_error"] = float(0.5 * (np.abs(weights - true).sum() + out["escaped_fraction"]))
-    return out
+    ctx = metrics.SampleSet(x, data, seed, exp=exp, params=params, info=info or {})
+    chosen = metrics.select(names, metrics.COMMAND_INPUTS["sample"], ctx, "sample")
+    out = metrics.compute(chosen, ctx)
+    described = protocol(chosen, ctx)
+    return {**out, "protocol": described} if described else out
 
 
 def sample_names(run_dir: Path, kind: str, n: int, seed: int):

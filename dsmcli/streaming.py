@@ -7,8 +7,12 @@ accumulated on the device and fetched once, so memory stays O(block) whatever th
 from __future__ import annotations
 
 
-def blockwise_sum(fn, x, block: int):
-    """Σ over rows of ``fn(rows) -> dict of (B,) arrays``, streamed; returns dict of floats."""
+def blockwise_sum(fn, x, block: int, key=None):
+    """Σ over rows of ``fn(rows) -> dict of (B,) arrays``, streamed; returns dict of floats.
+
+    With a PRNG ``key``, ``fn(rows, block_key)`` gets ``fold_in(key, first row index)``: the
+    random draws of a row depend on the key and the row, not on how the rows were blocked
+    beyond that (the same ``block`` gives the same numbers)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -17,8 +21,8 @@ def blockwise_sum(fn, x, block: int):
     block = min(block, n)
 
     @jax.jit
-    def partial_sums(rows, mask):
-        out = fn(rows)
+    def partial_sums(rows, mask, block_key):
+        out = fn(rows) if key is None else fn(rows, block_key)
         return {k: jnp.sum(jnp.where(mask, v, 0.0)) for k, v in out.items()}
 
     total = None
@@ -27,18 +31,7 @@ def blockwise_sum(fn, x, block: int):
         m = len(rows)
         if m < block:
             rows = np.concatenate([rows, np.repeat(rows[-1:], block - m, 0)])
-        sums = partial_sums(rows, np.arange(block) < m)
+        block_key = None if key is None else jax.random.fold_in(key, start)
+        sums = partial_sums(rows, np.arange(block) < m, block_key)
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     return {k: float(v) for k, v in jax.device_get(total).items()}
-
-
-def score_error(score_fn, true_score_fn, x, block: int = 4096) -> float:
-    """Relative Fisher divergence E‖s(x) − ∇log p(x)‖² / E‖∇log p(x)‖² over the rows of ``x``."""
-    import jax.numpy as jnp
-
-    def per_row(rows):
-        s, t = score_fn(rows), true_score_fn(rows)
-        return {"err": jnp.sum((s - t) ** 2, -1), "ref": jnp.sum(t**2, -1)}
-
-    sums = blockwise_sum(per_row, x, block)
-    return sums["err"] / sums["ref"]

@@ -107,12 +107,15 @@ def _store_lock(uri: str):
 
 def _writer(tbx, run_dir: Path, purge_step: int | None):
     """An event file of its own: tensorboardX names files by the second and the host, so two
-    writers of one second (an eval right after its training) would write the same file."""
+    writers of one second (an eval right after its training) would write the same file. The
+    suffix starts with the time in nanoseconds: readers take a directory's files in name order,
+    so a resume's file must sort after the first training's, also within one second."""
     import os
+    import time
     import uuid
 
     return tbx.SummaryWriter(logdir=str(run_dir / "tensorboard"), purge_step=purge_step, flush_secs=10,
-                             filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+                             filename_suffix=f".{time.time_ns():020d}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
 class Tracker:

@@ -120,7 +120,7 @@ def test_autoencoders_need_a_bottleneck_and_have_no_score():
 def test_frechet_distance_closed_form_and_floor():
     """FD between N(μ₁, Σ₁) and N(μ₂, Σ₂) samples → ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½); with
     Σ₁ = I, Σ₂ = 4I in D dims that is ‖δ‖² + D(1 + 4 − 4) = ‖δ‖² + D."""
-    from dsmcli.fd import fd_metrics, frechet_distance
+    from dsmcli.metrics.fd import fd_metrics, frechet_distance
 
     rng = np.random.default_rng(0)
     d, delta = 4, np.array([1.0, 0.0, 2.0, 0.0])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -65,3 +66,27 @@ def test_cli_compare_exit_codes_and_existing_runs(tmp_path, tiny_config, runs_di
     r = runner.invoke(app, ["compare", str(run_dir), str(run_dir)])
     assert r.exit_code == 0, r.output
     assert Path(r.stdout.strip().splitlines()[-1]) == runs_dir / "compare-runs" / "v001"
+
+
+def test_metrics_against_a_config_key(tmp_path, tiny_config, runs_dir):
+    """``against: objective.sigma``: variants grouped by what else differs (sampling aside),
+    one point per trained model, the bias floors alongside; both figures drawn."""
+    path = tmp_path / "against.yaml"
+    path.write_text(yaml.safe_dump({"name": "ag", "base": Path(tiny_config).name, "seeds": [0], "against": "objective.sigma",
+                                    "variants": [
+                                        {"name": "dsm-0.2", "set": {"objective.sigma": 0.2}},
+                                        {"name": "dsm-0.5", "set": {"objective.sigma": 0.5}},
+                                        {"name": "dsm-0.5-ula", "set": {"objective.sigma": 0.5, "sample.step_size": 0.02}},
+                                        {"name": "dae-res-0.5", "set": {"objective": {"kind": "dae", "sigma": 0.5},
+                                                                        "model.residual": True}}]}))
+    out, _ = compare.run(str(path), ["sample.n=100", "sample.steps=10"], runs_dir=str(runs_dir))
+    result = json.loads((out / "comparison.json").read_text())
+    rows = [dict(r, status="completed") for r in result["runs"]]
+    series = compare.against_series(rows, "objective.sigma")
+    assert set(series["points"]) == {"kind=dsm, residual=false", "kind=dae, residual=true"}
+    dsm = series["points"]["kind=dsm, residual=false"]
+    assert [x for x, _ in dsm] == [0.2, 0.5]  # the ula variant samples the σ = 0.5 model: no extra point
+    assert dsm[1][1]["score_error_floor"][0] > dsm[0][1]["score_error_floor"][0] > 0  # more smoothing, more bias
+    assert (out / "against.png").is_file() and (out / "curves.png").is_file()
+    with pytest.raises(Exception):
+        compare.CompareConfig.model_validate({"name": "x", "base": "b.yaml", "variants": [{"name": "v"}], "against": "sigma"})

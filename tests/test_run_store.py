@@ -490,7 +490,7 @@ def test_damaged_checkpoint_manifest_and_fd_cache_are_not_fatal(trained, tmp_pat
     r = dsm("eval", trained)
     assert r.exit_code == 0 and "is corrupt (manifest.json is not a JSON object); using step_00000020" in r.stderr
     assert json.loads((trained / "eval.json").read_text())["step"] == 20
-    from dsmcli import fd
+    from dsmcli.metrics import fd
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     x = np.random.default_rng(0).random((60, 4)).astype(np.float32)

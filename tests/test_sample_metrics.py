@@ -1,4 +1,4 @@
-"""Tests of dsmcli.sample_metrics against closed forms and hand-computed answers."""
+"""Tests of the two-sample distances (dsmcli.metrics.distances) and mode weights (dsmcli.metrics.modes) against closed forms and hand-computed answers."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
 
-from dsmcli.sample_metrics import (
+from dsmcli.metrics.distances import (
     DEFAULT_BANDWIDTHS,
     median_pairwise_distance,
     mmd,
     mmd_fixed,
-    mode_weight_error,
-    mode_weights,
     sliced_w2,
 )
+from dsmcli.metrics.modes import mode_weight_error, mode_weights
 
 
 def _rng(seed: int) -> np.random.Generator:

@@ -131,7 +131,7 @@ def test_kl_grid_against_the_closed_form_for_shifted_gaussians():
     """KL(N(μ, I) ‖ N(μ + δ, I)) = ‖δ‖²/2."""
     import jax.numpy as jnp
 
-    from dsmcli.evaluation import kl_grid
+    from dsmcli.metrics.density import kl_grid
 
     mu, delta = np.array([0.5, -0.5]), np.array([0.6, -0.3])
     log_p = lambda x: -0.5 * jnp.sum((x - mu) ** 2, -1)  # noqa: E731

@@ -3,8 +3,9 @@
 
 Conventions: samples are rows of float32 arrays ``(N, D)``. ``Density.log_prob(x, sigma)`` is
 the log-density of the Gaussian-smoothed distribution q_σ = p ⊛ N(0, σ²I) (σ = 0: p itself) and
-``Density.score(x, sigma)`` is ∇ₓ log q_σ(x), both row-wise on a batch ``(B, D)`` in JAX, so they
-can be used inside jit-compiled samplers, objectives and metrics.
+``Density.score(x, sigma)`` is ∇ₓ log q_σ(x) and ``Density.hessian(x, sigma)`` is ∇²ₓ log q_σ(x)
+``(B, D, D)`` (``hessian_vp`` its product with a direction, for large D), all row-wise on a batch
+``(B, D)`` in JAX, so they can be used inside jit-compiled samplers, objectives and metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ class Density:
         import jax
 
         return jax.vmap(jax.grad(lambda row: self.log_prob(row[None], sigma)[0]))(x)
+
+    @property
+    def has_hessian(self) -> bool:
+        """∇²log p exists in closed form (automatic differentiation of a closed-form score)."""
+        return self.has_score
+
+    def hessian(self, x, sigma: float = 0.0):
+        """∇²ₓ log q_σ(x) ``(B, D, D)``: the Jacobian of ``score`` (exact, forward over reverse)."""
+        import jax
+
+        return jax.vmap(jax.jacfwd(lambda row: self.score(row[None], sigma)[0]))(x)
+
+    def hessian_vp(self, x, v, sigma: float = 0.0):
+        """(∇²ₓ log q_σ(x)) v row-wise ``(B, D)`` for directions ``v`` ``(B, D)``: one jvp of the
+        score (rows are independent, so one batched jvp gives every row's product)."""
+        import jax
+
+        return jax.jvp(lambda y: self.score(y, sigma), (x,), (v,))[1]
 
     def component_log_probs(self, x):
         """``(B, K)`` log wₖ + log Nₖ(x) for mixtures (used for mode weights), else None."""

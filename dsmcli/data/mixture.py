@@ -2,7 +2,12 @@
 
 p(x) = Σₖ wₖ N(x; μₖ, Cₖ) and, because convolving with N(0, σ²I) adds σ²I to every covariance,
 q_σ(x) = Σₖ wₖ N(x; μₖ, Cₖ + σ²I). The score is ∇log q_σ(x) = −Σₖ rₖ(x) (Cₖ + σ²I)⁻¹(x − μₖ)
-with responsibilities rₖ(x) = wₖNₖ(x)/q_σ(x); both are computed in log space (logsumexp).
+with responsibilities rₖ(x) = wₖNₖ(x)/q_σ(x); both are computed in log space (logsumexp). With
+Pₖ = (Cₖ + σ²I)⁻¹ and gₖ = −Pₖ(x − μₖ) (so s = Σₖ rₖgₖ), the Hessian is
+
+    ∇²log q_σ(x) = Σₖ rₖ (gₖgₖᵀ − Pₖ) − s sᵀ
+
+(differentiate s = Σₖ rₖgₖ with ∇rₖ = rₖ(gₖ − s)), in closed form in any D.
 Isotropic components (Cₖ = sₖ²I) take a fast path without Cholesky factors.
 """
 
@@ -71,7 +76,9 @@ class GaussianMixture(Density):
 
         return logsumexp(self.component_log_probs(x, sigma), axis=-1)
 
-    def score(self, x, sigma: float = 0.0):
+    def _parts(self, x, sigma):
+        """Responsibilities rₖ ``(B, K)``, component scores gₖ ``(B, K, D)`` and, for full
+        covariances, the precisions Pₖ ``(K, D, D)`` (isotropic: the variances ``(K,)``)."""
         import jax
         import jax.numpy as jnp
 
@@ -81,8 +88,36 @@ class GaussianMixture(Density):
         diff = x[:, None, :] - jnp.asarray(self.means, dtype)[None]
         if self.covs is None:
             var = jnp.asarray(self.stds, dtype) ** 2 + sigma**2
-            per_comp = -diff / var[None, :, None]
-        else:
-            prec = jnp.linalg.inv(jnp.asarray(self.covs, dtype) + sigma**2 * jnp.eye(self.dim, dtype=dtype))
-            per_comp = -jnp.einsum("kij,bkj->bki", prec, diff)
-        return jnp.sum(resp[..., None] * per_comp, axis=1)
+            return resp, -diff / var[None, :, None], var
+        prec = jnp.linalg.inv(jnp.asarray(self.covs, dtype) + sigma**2 * jnp.eye(self.dim, dtype=dtype))
+        return resp, -jnp.einsum("kij,bkj->bki", prec, diff), prec
+
+    def score(self, x, sigma: float = 0.0):
+        import jax.numpy as jnp
+
+        resp, g, _ = self._parts(x, sigma)
+        return jnp.sum(resp[..., None] * g, axis=1)
+
+    def hessian(self, x, sigma: float = 0.0):
+        """Σₖ rₖ(gₖgₖᵀ − Pₖ) − s sᵀ ``(B, D, D)``."""
+        import jax.numpy as jnp
+
+        resp, g, prec = self._parts(x, sigma)
+        s = jnp.sum(resp[..., None] * g, axis=1)
+        outer = jnp.einsum("bk,bki,bkj->bij", resp, g, g) - s[:, :, None] * s[:, None, :]
+        if self.covs is None:
+            eye = jnp.eye(self.dim, dtype=s.dtype)
+            return outer - jnp.sum(resp / prec[None], axis=1)[:, None, None] * eye
+        return outer - jnp.einsum("bk,kij->bij", resp, prec)
+
+    def hessian_vp(self, x, v, sigma: float = 0.0):
+        """Σₖ rₖ(gₖ(gₖ·v) − Pₖv) − s(s·v) ``(B, D)``, without forming a D × D matrix."""
+        import jax.numpy as jnp
+
+        resp, g, prec = self._parts(x, sigma)
+        s = jnp.sum(resp[..., None] * g, axis=1)
+        gv = jnp.einsum("bki,bi->bk", g, v)
+        out = jnp.einsum("bk,bki->bi", resp * gv, g) - s * jnp.sum(s * v, -1, keepdims=True)
+        if self.covs is None:
+            return out - jnp.sum(resp / prec[None], axis=1)[:, None] * v
+        return out - jnp.einsum("bk,kij,bj->bi", resp, prec, v)

@@ -5,14 +5,16 @@ objectives, or as a reconstruction r(x) by the autoencoder objectives. With ``la
 an autoencoder: ``encode`` D → hidden… → K (linear code) and ``decode`` K → reversed(hidden)… → D,
 and ``__call__ = decode ∘ encode``. With ``stochastic_encoder`` (asked for by the VAE objectives)
 the encoder outputs 2K numbers, the mean and log-variance of q(z|x) (``encode_stats``), and
-``encode`` returns the mean.
+``encode`` returns the mean. With ``residual: true`` (no ``latent``) it is x ↦ x + f(x), f the
+perceptron: read as a reconstruction r(x) = x + f(x), the score read-out (r(x) − x)/σ² = f(x)/σ²
+no longer divides the network's error in reproducing x by σ².
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
@@ -23,6 +25,13 @@ class Config(Section):
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
     activation: Literal[ACTIVATIONS] = "softplus"
     latent: PositiveInt | None = None
+    residual: bool = False  # x ↦ x + f(x) (reconstruction objectives, no latent)
+
+    @model_validator(mode="after")
+    def _residual(self):
+        if self.residual and self.latent is not None:
+            raise ValueError("'residual' adds x to the output and would bypass the bottleneck; drop 'latent' or 'residual'")
+        return self
 
 
 def stack(widths: list[int], rngs):
@@ -66,7 +75,8 @@ def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, **optio
 
         def __call__(self, x):
             if cfg.latent is None:
-                return forward(self.layers, self.act, x)
+                out = forward(self.layers, self.act, x)
+                return x + out if cfg.residual else out
             return self.decode(self.encode(x))
 
     return MLP()

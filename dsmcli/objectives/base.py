@@ -24,6 +24,13 @@ SCORE_MODELS = ("mlp", "energy", "conv")
 RECONSTRUCTION_MODELS = ("mlp", "tied_dae", "conv")
 
 
+def reconstruction_kinds() -> list[str]:
+    """The objective kinds that read an ``mlp`` as a reconstruction r(x)."""
+    from dsmcli.objectives import REGISTRY
+
+    return [k for k, m in REGISTRY.items() if getattr(m.make, "READS_RECONSTRUCTION", False) and not getattr(m.make, "NEEDS_LATENT", False)]
+
+
 class Objective:
     trains: bool = True
     MODELS: tuple[str, ...] = SCORE_MODELS
@@ -45,6 +52,11 @@ class Objective:
             raise UserError(
                 f"data.kind: objective.kind '{cfg.kind}' is defined on data.kind {', '.join(self.DATA_KINDS)}, "
                 f"not '{data.kind}'"
+            )
+        if getattr(model_cfg, "residual", False) and not self.READS_RECONSTRUCTION:
+            raise UserError(
+                f"model.residual: objective.kind '{cfg.kind}' does not read the network as a reconstruction; "
+                f"residual r(x) = x + f(x) is for {', '.join(reconstruction_kinds())}"
             )
         if getattr(data, "has_missing", False) and not self.HANDLES_MISSING:
             raise UserError(

@@ -1,14 +1,37 @@
-"""``ncsn``: noise-conditional score network trained by multi-level denoising score matching
-(Song & Ermon 2019, eq. 5–6):
+"""``ncsn``: noise-conditional score network (Song & Ermon 2019), trained on σ₁ > … > σ_L
+geometric from ``sigma_max`` to ``sigma_min`` in ``n_sigmas`` levels by one of the paper's two
+estimators. ``estimator: dsm`` (default) is multi-level denoising score matching (eq. 5–6):
 
     J(θ) = (1/L) Σᵢ σᵢ² · ½ E_x E_ε ‖s_θ(x̃, σᵢ) + (x̃ − x)/σᵢ²‖²,   x̃ = x + σᵢε
 
-with σ₁ > … > σ_L geometric from ``sigma_max`` to ``sigma_min`` in ``n_sigmas`` levels. The σᵢ²
-weighting makes every level contribute O(1). Each batch row draws its level uniformly (an
-unbiased estimate of the mean over levels, as in the authors' code); mean over the batch, sum
-over dimensions. ``sigma_max`` defaults to the largest pairwise distance in the training set
-(Song & Ermon 2020, technique 1). The schedule is the default of ``annealed_langevin``; the
-plain score read-out is s(x, σ_L).
+``estimator: ssm`` is sliced score matching on the perturbed samples, with variance reduction
+(SSM-VR) by default, the paper's second method:
+
+    J(θ) = (1/L) Σᵢ σᵢ² · E_x E_ε E_v [ vᵀ∇ₓs_θ(x̃, σᵢ)v + ½‖s_θ(x̃, σᵢ)‖² ]
+
+(``variance_reduction: false``: ½(vᵀs)² in place of ½‖s‖²), v ~ N(0, I) (``projection:
+gaussian``) or ±1 (``rademacher``), ``n_projections`` directions per row averaged on the same x̃
+(``dsmcli.losses.ssm_per_row``; one jvp each, x̃ held fixed).
+
+Conventions, for both estimators and as in the authors' code (``losses/dsm.py``
+``anneal_dsm_score_estimation`` with ``anneal_power: 2``, ``losses/sliced_sm.py``
+``anneal_sliced_score_estimation_vr``): factor ½ on the squared norm; squared norms, the
+quadratic form and the trace summed over dimensions; each batch row draws its level uniformly
+and its own ε (an unbiased estimate of the mean over levels); the row's value is weighted by
+σᵢ², so every level contributes O(1); mean over the batch. The noise carries no parameters, so
+nothing needs detaching: gradients flow through s_θ and its Jacobian only. The ssm estimator
+draws levels, noise and directions from ``jax.random.split(key, 3)`` in that order.
+
+The two agree up to a constant: Gaussian integration by parts (Stein's lemma) gives
+E_ε[s(x̃)ᵀε] = σ E_ε[tr ∇ₓs(x̃)] for any s, so at every level
+
+    σ² · ½E‖s(x̃) + ε/σ‖² = σ² · E[tr ∇ₓs(x̃) + ½‖s(x̃)‖²] + σ² · ½E‖ε/σ‖² = SSM term + D/2,
+
+the ISM = DSM − const identity of Vincent (2010) on the smoothed density q_σ, whose ISM the
+SSM term estimates without bias. Hence J_dsm − J_ssm = D/2 in expectation (D: the data
+dimension), whatever θ: same expected gradient, same minimiser. ``sigma_max`` defaults to the
+largest pairwise distance in the training set (Song & Ermon 2020, technique 1). The schedule is
+the default of ``annealed_langevin``; the plain score read-out is s(x, σ_L).
 """
 
 from __future__ import annotations
@@ -16,7 +39,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from dsmcli.objectives.base import Objective
 from dsmcli.section import NoiseScale, Section
@@ -27,6 +50,11 @@ class Config(Section):
     sigma_max: NoiseScale | None = None
     sigma_min: NoiseScale = 0.01
     n_sigmas: int = Field(10, ge=2)
+    estimator: Literal["dsm", "ssm"] = "dsm"
+    # ssm only, named as the ssm objective's; variance reduction is the paper's SSM-VR
+    n_projections: PositiveInt = 1
+    projection: Literal["gaussian", "rademacher"] = "gaussian"
+    variance_reduction: bool = True
 
     @model_validator(mode="after")
     def _order(self):
@@ -65,6 +93,8 @@ class NCSN(Objective):
         import jax
         import jax.numpy as jnp
 
+        if self.cfg.estimator == "ssm":
+            return self._ssm_loss(model, x, key), {}
         k_level, k_noise = jax.random.split(key)
         level = jax.random.randint(k_level, (x.shape[0],), 0, len(self._sigmas))
         sigma = jnp.asarray(self._sigmas, x.dtype)[level][:, None]
@@ -73,6 +103,29 @@ class NCSN(Objective):
         # σ² · ½‖s + (x̃ − x)/σ²‖² = ½‖σ s + ε‖²  (ε/σ is (x̃ − x)/σ², written without cancellation)
         per_row = 0.5 * jnp.sum((sigma * model(x_tilde, sigma[:, 0]) + eps) ** 2, -1)
         return jnp.mean(per_row), {}
+
+    def _ssm_loss(self, model, x, key):
+        import jax
+        import jax.numpy as jnp
+
+        from dsmcli import losses
+
+        cfg = self.cfg
+        # Its own 3-way split: a key derived beside dsm's 2-way split could repeat one of them
+        # (fold_in(key, 1) == split(key)[1] under JAX's partitionable threefry).
+        k_level, k_noise, k_proj = jax.random.split(key, 3)
+        level = jax.random.randint(k_level, (x.shape[0],), 0, len(self._sigmas))
+        sigma = jnp.asarray(self._sigmas, x.dtype)[level]
+        x_tilde, _ = losses.noisy(x, k_noise, sigma[:, None])
+        per_row = losses.ssm_per_row(
+            lambda y: model(y, sigma),
+            x_tilde,
+            k_proj,
+            n_projections=cfg.n_projections,
+            variance_reduction=cfg.variance_reduction,
+            projection=cfg.projection,
+        )
+        return jnp.mean(sigma**2 * per_row)
 
     def score(self, model, x):
         return model(x, self._sigmas[-1])

@@ -6,7 +6,8 @@ levels, or the objective's own schedule), level i runs T = ``sample.steps`` ULA 
     x ← x + (αᵢ/2) s(x, σᵢ) + √αᵢ z,   αᵢ = ε σᵢ²/σ_L²   (ε = ``sample.step_size``)
 
 on the score of the σᵢ-smoothed density; ``denoise: true`` ends with the noise-free step
-x ← x + σ_L² s(x, σ_L) (Tweedie's denoiser). Needs a noise-conditional score (the oracle, whose
+x ← x + σ_L² s(x, σ_L) (Tweedie's denoiser). The MCMC trace (``ess``, ``rhat``) is that of the
+last level's T steps, where the chains target one law, the σ_L-smoothed density. Needs a noise-conditional score (the oracle, whose
 smoothed score is exact, or an NCSN).
 """
 
@@ -36,17 +37,23 @@ def run(target, x0, key, cfg):
     import jax
     import jax.numpy as jnp
 
+    from dsmcli.samplers.base import Trace
+
     sigmas = schedule(target, cfg)
     alphas = cfg.step_size * sigmas**2 / sigmas[-1] ** 2
     levels = jnp.repeat(jnp.arange(len(sigmas)), cfg.steps)
+    last = (len(sigmas) - 1) * cfg.steps  # the trace covers the last level: a chain with one stationary law
+    trace = Trace(cfg, x0, key)
 
-    def step(x, inputs):
+    def step(carry, inputs):
+        x, buf = carry
         t, level = inputs
         sigma, alpha = jnp.asarray(sigmas)[level], jnp.asarray(alphas)[level]
         z = jax.random.normal(jax.random.fold_in(key, t), x.shape, x.dtype)
-        return x + 0.5 * alpha * target.score_at(x, sigma) + jnp.sqrt(alpha) * z, None
+        x = x + 0.5 * alpha * target.score_at(x, sigma) + jnp.sqrt(alpha) * z
+        return (x, trace.record(buf, t - last, x)), None
 
-    x, _ = jax.lax.scan(step, x0, (jnp.arange(len(levels)), levels))
+    (x, buf), _ = jax.lax.scan(step, (x0, trace.init(x0)), (jnp.arange(len(levels)), levels))
     if cfg.denoise:
         x = x + sigmas[-1] ** 2 * target.score_at(x, sigmas[-1])
-    return x, {}
+    return x, {"trace": buf}

@@ -16,15 +16,21 @@ def check(target, cfg) -> None:
 
 
 def run(target, x0, key, cfg):
-    """Run ULA from ``x0`` (B, D) for ``cfg.steps`` steps; returns (x, {})."""
+    """Run ULA from ``x0`` (B, D) for ``cfg.steps`` steps; returns (x, {"trace": the bounded
+    trace of the chains, ``samplers.base.Trace``})."""
     import jax
     import jax.numpy as jnp
 
+    from dsmcli.samplers.base import Trace
+
     eps = cfg.step_size
+    trace = Trace(cfg, x0, key)
 
-    def step(x, t):
+    def step(carry, t):
+        x, buf = carry
         z = jax.random.normal(jax.random.fold_in(key, t), x.shape, x.dtype)
-        return x + 0.5 * eps * target.score(x) + jnp.sqrt(eps) * z, None
+        x = x + 0.5 * eps * target.score(x) + jnp.sqrt(eps) * z
+        return (x, trace.record(buf, t, x)), None
 
-    x, _ = jax.lax.scan(step, x0, jnp.arange(cfg.steps))
-    return x, {}
+    (x, buf), _ = jax.lax.scan(step, (x0, trace.init(x0)), jnp.arange(cfg.steps))
+    return x, {"trace": buf}

@@ -16,9 +16,6 @@ Metrics
     (Rabin, Peyre, Delon & Bernot 2011, "Wasserstein Barycenter and its Application to
     Texture Mixing"; Bonneel, Rabin, Peyre & Pfister 2015, JMIV 51), Monte Carlo over
     directions uniform on the unit sphere.
-``mode_weights`` / ``mode_weight_error``
-    Fraction of samples assigned (by maximum posterior) to each mixture component, and the
-    total-variation distance between two such weight vectors.
 
 Precision
 ---------
@@ -45,13 +42,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dsmcli.metrics.base import Metric
+
 __all__ = [
     "DEFAULT_BANDWIDTHS",
     "median_pairwise_distance",
     "mmd",
     "mmd_fixed",
-    "mode_weight_error",
-    "mode_weights",
     "sliced_w2",
 ]
 
@@ -174,79 +171,82 @@ def _to_blocks(a: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
     return a.reshape(n_pad // block, block, d), valid.reshape(n_pad // block, block)
 
 
-def _block_kernel_sums(a, a_valid, c, c_valid, inv_two_l2, symmetric):
-    """Per-block sums of the multi-lengthscale Gaussian kernel, streamed over blocks.
+def block_pair_sums(a, a_valid, c, c_valid, kernel, symmetric):
+    """Per-row sums of a pair kernel over every valid pair, streamed over blocks.
 
-    a: (na, B, D), c: (nc, B, D) padded blocks with boolean masks a_valid (na, B),
-    c_valid (nc, B); inv_two_l2: (H,) = 1 / (2 l_h^2).
+    a, c: pytrees of per-row arrays blocked as (na, B, ...) and (nc, B, ...) (e.g. points and
+    their squared norms or scores), with boolean masks a_valid (na, B), c_valid (nc, B);
+    ``kernel(a_blk, c_blk)`` maps one block of each to the (B, B) matrix k(a_p, c_q).
 
-    Returns R (na, B) with R[i, p] = sum over the valid c of k(a_ip, c), where
-    k(a, c) = sum_h exp(-|a - c|^2 / (2 l_h^2)) (padded rows are 0).
+    Returns R (na, B) with R[i, p] = sum over the valid c of k(a_ip, c) (padded rows are 0).
+    With ``symmetric=True`` (``a`` and ``c`` are the same set, and k symmetric) the diagonal
+    pairs (p, p) are excluded, only blocks j >= i are evaluated (``lax.cond`` skips the rest)
+    and the off-diagonal blocks are counted twice, so ``R.sum()`` is sum_{p != q} k(a_p, a_q).
 
-    With ``symmetric=True`` (``a`` and ``c`` are the same set) the diagonal pairs (p, p)
-    are excluded, only blocks j >= i are evaluated (``lax.cond`` skips the rest) and the
-    off-diagonal blocks are counted twice, so ``R.sum()`` is the off-diagonal sum
-    sum_{p != q} k(a_p, a_q).
-
-    Only one (B, B, H) kernel block is live at a time: the outer ``lax.map`` walks the row
-    blocks, the inner ``lax.scan`` the column blocks.
+    Only one (B, B) kernel block is live at a time: the outer ``lax.map`` walks the row
+    blocks, the inner ``lax.scan`` the column blocks. Per-row sums (n values, summed in
+    float64 by the caller) rather than block totals: a float32 total of a whole block (~10⁶
+    values) keeps 7 digits, and MMD and KSD are differences of such sums (n = 5000: 3e-4
+    relative error in MMD from float32 block totals). Each row sum is a matrix-vector product
+    (an accurate blocked dot, independent of the thread count: ``jaxsetup``).
     """
-    block = a.shape[1]
-    a_sq = jnp.sum(a * a, axis=-1)
-    c_sq = jnp.sum(c * c, axis=-1)
+    leaves_a = jax.tree.leaves(a)
+    block, dtype = leaves_a[0].shape[1], leaves_a[0].dtype
     eye = jnp.eye(block, dtype=bool)
 
-    def block_sum(a_blk, a_sqb, a_v, c_blk, c_sqb, c_v, same_block):
-        d2 = (
-            a_sqb[:, None]
-            + c_sqb[None, :]
-            - 2.0 * jnp.matmul(a_blk, c_blk.T, precision=_HIGHEST)
-        )
-        d2 = jnp.maximum(d2, 0.0)
-        k = jnp.sum(jnp.exp(-d2[:, :, None] * inv_two_l2), axis=-1)
+    def block_sum(a_blk, a_v, c_blk, c_v, same_block):
+        k = kernel(a_blk, c_blk)
         mask = a_v[:, None] & c_v[None, :]
         if symmetric:
             mask = mask & ~(eye & same_block)
-        # Row sums as a matrix-vector product (an accurate blocked dot; the result does not
-        # depend on the thread count: jaxsetup).
-        return jnp.matmul(jnp.where(mask, k, 0.0), jnp.ones((k.shape[1],), k.dtype), precision=_HIGHEST)
+        return jnp.matmul(jnp.where(mask, k, 0.0), jnp.ones((block,), k.dtype), precision=_HIGHEST)
 
     def row(args):
-        i, a_blk, a_sqb, a_v = args
+        i, a_blk, a_v = args
 
         def col(acc, cargs):
-            j, c_blk, c_sqb, c_v = cargs
+            j, c_blk, c_v = cargs
             if symmetric:
                 s = jax.lax.cond(
                     j >= i,
-                    lambda: block_sum(a_blk, a_sqb, a_v, c_blk, c_sqb, c_v, j == i)
-                    * jnp.where(j == i, 1.0, 2.0).astype(a_blk.dtype),
-                    lambda: jnp.zeros((block,), a_blk.dtype),
+                    lambda: block_sum(a_blk, a_v, c_blk, c_v, j == i) * jnp.where(j == i, 1.0, 2.0).astype(dtype),
+                    lambda: jnp.zeros((block,), dtype),
                 )
             else:
-                s = block_sum(a_blk, a_sqb, a_v, c_blk, c_sqb, c_v, False)
+                s = block_sum(a_blk, a_v, c_blk, c_v, False)
             return acc + s, None
 
-        acc, _ = jax.lax.scan(col, jnp.zeros((block,), a.dtype), (jnp.arange(c.shape[0]), c, c_sq, c_valid))
+        nc = jax.tree.leaves(c)[0].shape[0]
+        acc, _ = jax.lax.scan(col, jnp.zeros((block,), dtype), (jnp.arange(nc), c, c_valid))
         return acc
 
-    # Per-row sums (n values, summed in float64 by the caller): a float32 sum of a whole block
-    # (~10⁶ kernel values) keeps 7 digits, and MMD is a difference of such sums (n = 5000: 3e-4
-    # relative error in MMD from float32 block totals; 1e-9 with row sums).
-    return jax.lax.map(row, (jnp.arange(a.shape[0]), a, a_sq, a_valid))
+    return jax.lax.map(row, (jnp.arange(leaves_a[0].shape[0]), a, a_valid))
+
+
+def _gaussian_kernel(inv_two_l2):
+    """k(a, c) = sum_h exp(-|a - c|^2 / (2 l_h^2)) on blocks of (points, squared norms)."""
+
+    def kernel(a_blk, c_blk):
+        (a_pts, a_sq), (c_pts, c_sq) = a_blk, c_blk
+        d2 = a_sq[:, None] + c_sq[None, :] - 2.0 * jnp.matmul(a_pts, c_pts.T, precision=_HIGHEST)
+        d2 = jnp.maximum(d2, 0.0)
+        return jnp.sum(jnp.exp(-d2[:, :, None] * inv_two_l2), axis=-1)
+
+    return kernel
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
 def _mmd_block_sums(x, y, inv_two_l2, block):
     """Block sums for the XX (off-diagonal), YY (off-diagonal) and XY kernel sums."""
     x, y = _center(x, y)
-    inv_two_l2 = inv_two_l2.astype(x.dtype)
+    kernel = _gaussian_kernel(inv_two_l2.astype(x.dtype))
     xb, xv = _to_blocks(x, block)
     yb, yv = _to_blocks(y, block)
+    xs, ys = (xb, jnp.sum(xb * xb, axis=-1)), (yb, jnp.sum(yb * yb, axis=-1))
     return (
-        _block_kernel_sums(xb, xv, xb, xv, inv_two_l2, True),
-        _block_kernel_sums(yb, yv, yb, yv, inv_two_l2, True),
-        _block_kernel_sums(xb, xv, yb, yv, inv_two_l2, False),
+        block_pair_sums(xs, xv, xs, xv, kernel, True),
+        block_pair_sums(ys, yv, ys, yv, kernel, True),
+        block_pair_sums(xs, xv, ys, yv, kernel, False),
     )
 
 
@@ -507,70 +507,36 @@ def sliced_w2(x, y, *, key=None, n_projections: int = 128) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# mixture-mode weights
+# registry entries (``dsmcli.metrics``): the particles a sampler kept against held-out data
 # --------------------------------------------------------------------------------------
 
 
-def mode_weights(component_log_probs) -> list[float]:
-    """Fraction of samples assigned to each mixture component by maximum posterior.
+def _two_or_more(ctx) -> str | None:
+    return None if len(ctx.kept) >= 2 else "fewer than 2 particles are finite and on the data's scale"
 
-    Args:
-        component_log_probs: (n, K) array with entry (i, k) = log w_k + log N_k(x_i), the
-            log joint of sample i and component k (any per-row constant may be added:
-            only the argmax over k matters). -inf is allowed (zero-weight component).
 
-    Returns:
-        List of K floats, entry k = #{i : argmax_j component_log_probs[i, j] = k} / n.
-        Ties go to the lowest component index. The fractions sum to 1.
-    """
-    # O(nK) work: done in NumPy on the host (no per-shape compilation).
+def _mmd_metric(ctx) -> dict:
+    test = ctx.data.x_test
+    block = ctx.block or DEFAULT_BLOCK_SIZE
     try:
-        arr = np.asarray(component_log_probs)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"component_log_probs could not be converted to a numeric array: {exc}"
-        ) from exc
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(f"component_log_probs must be real numeric, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"component_log_probs must be a 2-D array of shape (n, K), got shape {arr.shape}"
-        )
-    n, k = arr.shape
-    if n == 0 or k == 0:
-        raise ValueError(f"component_log_probs is empty (shape {arr.shape})")
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
-        raise ValueError("component_log_probs contains NaN or +inf")
-    if np.any(np.all(arr == -np.inf, axis=1)):
-        raise ValueError("component_log_probs has a row that is -inf for every component")
-    counts = np.bincount(np.argmax(arr, axis=1), minlength=k)
-    return [float(c) / n for c in counts]
+        return {"mmd": mmd(ctx.kept, test, key=ctx.key, block_size=block)}
+    except ValueError:  # the particles collapsed onto one point: bandwidths from the data alone
+        half = len(test) // 2
+        med = median_pairwise_distance(test[:half], test[half:], key=ctx.key)
+        return {"mmd": mmd_fixed(ctx.kept, test, np.asarray(DEFAULT_BANDWIDTHS) * med, block_size=block)}
 
 
-def mode_weight_error(estimated, true) -> float:
-    """Total-variation distance between two weight vectors: 1/2 sum_k |w_hat_k - w_k|.
+def _escaped(ctx) -> dict:
+    return {"escaped_fraction": ctx.escaped_fraction}
 
-    For probability vectors the result lies in [0, 1]. Both inputs must be 1-D, of the
-    same non-zero length, finite and non-negative (they are not renormalised).
-    """
-    out = []
-    for name, w in (("estimated", estimated), ("true", true)):
-        try:
-            a = np.asarray(w, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from exc
-        if a.ndim != 1 or a.size == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D weight vector, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains non-finite values")
-        if np.any(a < 0):
-            raise ValueError(f"{name} contains negative weights")
-        out.append(a)
-    est, tru = out
-    if est.shape != tru.shape:
-        raise ValueError(
-            f"estimated and true must have the same length, got {est.size} and {tru.size}"
-        )
-    return float(0.5 * np.sum(np.abs(est - tru)))
+
+
+METRICS = [
+    Metric("escaped_fraction", "samples", ("escaped_fraction",), lambda ctx: None, _escaped,
+           "particles that are non-finite or beyond 100× the data's extent (excluded from the others)"),
+    Metric("mmd", "samples", ("mmd",), _two_or_more, _mmd_metric,
+           "unbiased squared MMD against held-out data, Gaussian kernels at {0.1,…,5} × the median distance"),
+    Metric("sliced_w2", "samples", ("sliced_w2",), _two_or_more,
+           lambda ctx: {"sliced_w2": sliced_w2(ctx.kept, ctx.data.x_test, key=ctx.key)},
+           "sliced 2-Wasserstein distance to held-out data, 128 random directions"),
+]

@@ -1,0 +1,176 @@
+"""One contract test over the whole metric registry (``dsmcli.metrics.REGISTRY``): every entry
+has a closed-form case here, and on it returns finite values under the keys it declares, the
+same values when computed twice (deterministic per key), the same values with small streaming
+blocks (where it streams), and the right value. A metric added to the registry without a case
+here fails ``test_every_metric_has_a_closed_form_case``."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+
+from dsmcli import config, experiment, metrics
+from dsmcli.metrics import ModelView, SampleSet
+
+GMM = {"kind": "gmm", "means": [[-2.0, 0.0], [2.0, 1.0]], "stds": [0.6, 0.8], "weights": [0.3, 0.7],
+       "n_train": 1500, "n_test": 1500}
+
+
+@functools.lru_cache(maxsize=None)
+def build(objective: str, data: str = "gmm", latent: int | None = None):
+    raw = {"name": "t", "objective": {"kind": objective},
+           "data": GMM if data == "gmm" else {"kind": data, **({"n_users": 60, "n_items": 80, "density": 0.3} if data == "ratings" else {})}}
+    if latent is not None:
+        raw["model"] = {"kind": "mlp", "hidden": [16], "latent": latent}
+    if objective == "autorec":
+        raw["model"] = {"kind": "mlp", "hidden": [16]}
+    exp = experiment.build(config.validate(raw, "test"))
+    return exp
+
+
+def exact_samples(n=1500, seed=3):
+    exp = build("oracle")
+    return exp.data.density.sample(n, np.random.default_rng(seed)).astype(np.float32)
+
+
+def samples(x=None, **kw):
+    exp = build("oracle")
+    return SampleSet(exact_samples() if x is None else x, exp.data, seed=0, exp=exp, params=exp.params, **kw)
+
+
+def iid_trace(draws=200, chains=40, projections=3, offsets=None):
+    t = np.random.default_rng(1).normal(size=(draws, chains, projections))
+    if offsets is not None:
+        t = t + offsets[None, :, None]
+    return t.astype(np.float32)
+
+
+def pca_recon_mse():
+    from sklearn.decomposition import PCA
+
+    data = build("pca", "digits", latent=8).data
+    pca = PCA(n_components=8).fit(data.x_train)
+    return float(np.mean((pca.inverse_transform(pca.transform(data.x_test)) - data.x_test) ** 2))
+
+
+def item_mean_rmse():
+    data = build("autorec", "ratings").data
+    mean = np.nanmean(np.where(np.isfinite(data.x_train), data.x_train, np.nan), axis=1)
+    mean = np.where(np.isfinite(mean), mean, np.nanmean(data.x_train))
+    seen = np.isfinite(data.x_test)
+    return float(np.sqrt(np.mean((np.broadcast_to(mean[:, None], data.x_test.shape)[seen] - data.x_test[seen]) ** 2)))
+
+
+def fd_of_test_against_itself():
+    exp = build("pca", "digits", latent=8)
+    return SampleSet(exp.data.x_test, exp.data, seed=0)
+
+
+def kid_of_test_against_itself():
+    """KID of the m = 360 test rows against themselves: every subset is the whole set, so
+    MMD²ᵤ = 2 (mean K − mean diag K) / (m − 1) exactly (negative: the U-statistic drops the
+    diagonal), and its std over subsets is 0."""
+    from dsmcli.metrics import fd
+
+    data = build("pca", "digits", latent=8).data
+    f = fd.feature_net(data)(data.x_test)
+    k = (f @ f.T / f.shape[1] + 1.0) ** 3
+    return 2 * (k.mean() - np.diag(k).mean()) / (len(f) - 1)
+
+
+def gaussian_dae(sigma=0.3, std=0.7):
+    """A DAE on p = N(0, s²I): both smoothing floors are (σ²/(s² + σ²))² (tests/test_hessian.py)."""
+    raw = {"name": "t", "data": {"kind": "gmm", "means": [[0.0, 0.0]], "stds": [std], "weights": [1.0], "n_train": 200, "n_test": 500},
+           "model": {"kind": "mlp", "hidden": [8], "residual": True}, "objective": {"kind": "dae", "sigma": sigma}}
+    exp = experiment.build(config.validate(raw, "test"))
+    return ModelView(exp, exp.params)
+
+
+GAUSSIAN_FLOOR = (0.3**2 / (0.7**2 + 0.3**2)) ** 2
+
+# name -> (context, check(result), streams) ; check asserts the closed form
+CASES = {
+    "score_error": (lambda: ModelView(build("oracle"), build("oracle").params),
+                    lambda r: r["score_error"] == pytest.approx(0.0, abs=1e-12), True),
+    "hessian_error": (lambda: ModelView(build("oracle"), build("oracle").params),
+                      lambda r: r["hessian_error"] == pytest.approx(0.0, abs=1e-12), True),
+    "score_error_floor": (gaussian_dae, lambda r: r["score_error_floor"] == pytest.approx(GAUSSIAN_FLOOR, rel=1e-4), True),
+    "hessian_error_floor": (gaussian_dae, lambda r: r["hessian_error_floor"] == pytest.approx(GAUSSIAN_FLOOR, rel=1e-4), True),
+    "kl_grid": (lambda: ModelView(build("oracle"), build("oracle").params),
+                lambda r: abs(r["kl_grid"]) < 1e-5, False),
+    "codes": (lambda: ModelView(build("pca", "digits", latent=8), build("pca", "digits", latent=8).params),
+              lambda r: r["recon_mse"] == pytest.approx(pca_recon_mse(), rel=1e-4) and 0 <= r["probe_acc"] <= 1, False),
+    "objective": (lambda: ModelView(build("autorec", "ratings"), build("autorec", "ratings").params),
+                  lambda r: r["rmse_baseline"] == pytest.approx(item_mean_rmse(), rel=1e-4), False),
+    "escaped_fraction": (lambda: samples(np.concatenate([exact_samples(1000), np.full((10, 2), np.nan), np.full((15, 2), 1e9)])),
+                         lambda r: r["escaped_fraction"] == pytest.approx(25 / 1025), False),
+    "mmd": (samples, lambda r: abs(r["mmd"]) < 5e-3, True),
+    "sliced_w2": (samples, lambda r: 0 <= r["sliced_w2"] < 0.2, False),
+    "mode_weights": (samples, lambda r: r["mode_weight_error"] < 3 * math.sqrt(2 / 1500), False),
+    "fd": (fd_of_test_against_itself, lambda r: abs(r["fd"]) < 1e-3 and r["fd_floor"] > 0, False),
+    "kid": (fd_of_test_against_itself,
+            lambda r: r["kid"] == pytest.approx(kid_of_test_against_itself(), rel=1e-9) and r["kid_std"] < 1e-9 * abs(r["kid"])
+            and abs(r["kid_floor"]) < 0.05, False),
+    "ksd": (samples, lambda r: abs(r["ksd"]) < 5e-3, True),
+    "ksd_model": (samples, lambda r: abs(r["ksd_model"]) < 5e-3, True),  # the oracle's score is the exact one
+    "ess": (lambda: samples(info={"trace": iid_trace(), "sample_s": 2.0}),
+            lambda r: r["ess"] == pytest.approx(200, rel=0.15) and r["ess_per_s"] == pytest.approx(r["ess"] * 1500 / 2.0), False),
+    "rhat": (lambda: samples(info={"trace": iid_trace()}), lambda r: r["rhat"] < 1.02, False),
+}
+
+
+def test_every_metric_has_a_closed_form_case():
+    assert set(CASES) == set(metrics.REGISTRY), set(metrics.REGISTRY) ^ set(CASES)
+    assert all(m.input in metrics.INPUTS for m in metrics.REGISTRY.values())
+
+
+def _finite(value) -> bool:
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_metric_contract(name):
+    metric = metrics.REGISTRY[name]
+    make, check, streams = CASES[name]
+    ctx = make()
+    assert metric.applies(ctx) is None, metric.applies(ctx)
+    first, second = metric.compute(ctx), metric.compute(ctx)
+    assert first == second  # deterministic per key
+    assert first and all(_finite(v) for v in first.values()), first
+    if metric.produces:
+        assert set(first) <= set(metric.produces), (set(first), metric.produces)
+    assert check(first), first
+    if streams:  # the same number with small blocks (several row and column blocks)
+        ctx.block = 37
+        small = metric.compute(ctx)
+        for key, value in first.items():
+            assert small[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+
+
+def test_rhat_sees_chains_that_never_meet_and_ksd_sees_wrong_samples():
+    offsets = np.repeat([0.0, 3.0], 20)
+    stuck = samples(info={"trace": iid_trace(offsets=offsets)})
+    assert metrics.REGISTRY["rhat"].compute(stuck)["rhat"] > 1.5
+    shifted = samples(exact_samples() + np.float32(0.7))
+    assert metrics.REGISTRY["ksd"].compute(shifted)["ksd"] > 0.05
+    assert metrics.REGISTRY["mmd"].compute(shifted)["mmd"] > 0.05
+
+
+def test_selection_by_name_and_its_errors():
+    ctx = samples(info={"trace": iid_trace(), "sample_s": 1.0})
+    assert set(metrics.evaluate_samples(ctx, ["mmd", "rhat"])) == {"mmd", "rhat"}
+    defaults = metrics.evaluate_samples(ctx)
+    assert {"mmd", "sliced_w2", "mode_weights", "ksd", "ksd_model", "ess", "rhat", "escaped_fraction"} <= set(defaults)
+    from dsmcli.errors import UserError
+
+    with pytest.raises(UserError, match="'score_error' \\(a model metric\\) is not a metric of dsm sample"):
+        metrics.evaluate_samples(ctx, ["score_error"])
+    with pytest.raises(UserError, match="'fd' does not apply to this run: the data set is not labelled images"):
+        metrics.evaluate_samples(ctx, ["fd"])
+    with pytest.raises(UserError, match="unknown|not a metric"):
+        metrics.evaluate_samples(ctx, ["nope"])
