@@ -292,7 +292,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-COLUMNS = ("score_error", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "kid", "kid_std", "kid_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+COLUMNS = ("score_error", "score_error_floor", "hessian_error", "hessian_error_floor", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "kid", "kid_std", "kid_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
            "step_size", "ess", "ess_per_s", "rhat", "ksd", "ksd_model",
            "kl_grid",
            "loss", "loss_excess", "steps_per_sec", "wall_s")
@@ -362,8 +362,9 @@ def against_series(rows: list[dict], key: str) -> dict:
     """``{group label: [(x, {metric: (mean, std)}), ...]}``: the variants grouped by everything
     but ``key`` in their resolved configs (the label names what differs between groups), x the
     value of ``key``, metrics averaged over seeds; plus ``curves``: per group and x, the first
-    seed's metrics.jsonl records. Sampling keys do not make a group (variants that only sample
-    a model otherwise add no point)."""
+    seed's metrics.jsonl records. Sampling and training-budget keys (``sample.*``, ``train.*``)
+    do not make a group: variants that only sample a model otherwise add no point, and a longer
+    budget for some σ stays on its kind's line."""
     import numpy as np
 
     from dsmcli.config import load_experiment
@@ -378,7 +379,7 @@ def against_series(rows: list[dict], key: str) -> dict:
     keys = sorted({k for f in flat.values() for k in f})
     # what tells the groups apart: keys with two or more values (a key only some kinds have, as
     # dae's ``noise``, is not one), kinds first
-    differ = sorted((k for k in keys if k not in (key, "name", "seed") and not k.startswith("sample.")
+    differ = sorted((k for k in keys if k not in (key, "name", "seed") and not k.startswith(("sample.", "train."))
                      and len({json.dumps(f.get(k), sort_keys=True) for f in flat.values() if f.get(k) is not None}) > 1),
                     key=lambda k: (not k.endswith(".kind"), k))
 

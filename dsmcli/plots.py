@@ -352,7 +352,7 @@ def against_plot(path: Path, points: dict, key: str) -> bool:
                 ax.errorbar([x for x, _ in got], [m for _, (m, _) in got], yerr=[s for _, (_, s) in got],
                             fmt="o-", lw=1.2, ms=3.5, capsize=2, label=label)
         floor = {x: met[f"{metric}_floor"][0] for pts in points.values() for x, met in pts
-                 if f"{metric}_floor" in met and met[f"{metric}_floor"][0] > 0}
+                 if f"{metric}_floor" in met and met[f"{metric}_floor"][0] > 0 and (x > 0 or not _log_x(xs_all))}
         if floor:
             fx = sorted(floor)
             ax.plot(fx, [floor[x] for x in fx], "k--", lw=1.3, label="exact ∇log q_σ (bias floor)")

@@ -113,6 +113,8 @@ def objective_sigma(view) -> float | None:
     density = view.data.density
     if sigma is None or getattr(cfg, "noise", "gaussian") != "gaussian" or not view.exp.objective.has_score:
         return None
+    if sigma <= 0:  # no smoothing (the oracle at σ = 0): no floor to report
+        return None
     return float(sigma) if density is not None and density.smoothable and view.data.has_score else None
 
 
