@@ -97,29 +97,20 @@ def _command(argv: list[str] | None) -> str:
 RESUMABLE_KEYS = ("train.steps", "parallel", "sample", "track")
 
 
-def _flatten(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def config_edits(meta: dict, cfg) -> list[str]:
     """``key: old → new`` for every training setting of ``cfg`` that differs from the config the
     run started with (recorded in meta.json), apart from ``RESUMABLE_KEYS``."""
-    from dsmcli.config import validate
+    from dsmcli.config import flatten, validate
     from dsmcli.errors import quote
 
     started = meta.get("config")
     if not isinstance(started, dict):
         return []  # a run from before the record existed
     try:
-        before = _flatten(validate(started, "meta.json").to_dict())
+        before = flatten(validate(started, "meta.json").to_dict())
     except UserError:
         return []  # recorded by an older, incompatible schema: the checkpoint check still applies
-    after = _flatten(cfg.to_dict())
+    after = flatten(cfg.to_dict())
     edits = []
     for key in sorted(set(before) | set(after)):
         if any(key == p or key.startswith(p + ".") for p in RESUMABLE_KEYS):

@@ -348,32 +348,21 @@ def print_table(table: list[dict], title: str) -> None:
     print_records(rows, ["variant", "status", *cols], title=title, keys=1)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def against_series(rows: list[dict], key: str) -> dict:
+def against_series(rows: list[dict], key: str, logs: dict | None = None) -> dict:
     """``{group label: [(x, {metric: (mean, std)}), ...]}``: the variants grouped by everything
     but ``key`` in their resolved configs (the label names what differs between groups), x the
     value of ``key``, metrics averaged over seeds; plus ``curves``: per group and x, the first
     seed's metrics.jsonl records. Sampling and training-budget keys (``sample.*``, ``train.*``)
     do not make a group: variants that only sample a model otherwise add no point, and a longer
-    budget for some σ stays on its kind's line."""
-    import numpy as np
-
-    from dsmcli.config import load_experiment
+    budget for some σ stays on its kind's line. ``logs``: the first seed's records per variant,
+    where the caller has read them already."""
+    from dsmcli.config import flatten, load_experiment
 
     done = [r for r in rows if r["status"] == "completed"]
     flat = {}
     for r in done:
         if r["variant"] not in flat:
-            flat[r["variant"]] = _flat(load_experiment(Path(r["run_dir"]) / "config.yaml").to_dict())
+            flat[r["variant"]] = flatten(load_experiment(Path(r["run_dir"]) / "config.yaml").to_dict())
     if not flat or any(not isinstance(f.get(key), (int, float)) for f in flat.values()):
         return {}
     keys = sorted({k for f in flat.values() for k in f})
@@ -387,21 +376,21 @@ def against_series(rows: list[dict], key: str) -> dict:
         return value if isinstance(value, str) else json.dumps(value)
 
     label = {v: ", ".join(f"{k.rsplit('.', 1)[-1]}={show(f.get(k))}" for k in differ) or "all" for v, f in flat.items()}
+    means = {e["variant"]: e["metrics"] for e in aggregate(done)}
     series: dict = {"points": {}, "curves": {}}
     seen = set()
     for variant, f in flat.items():
         if (label[variant], f[key]) in seen:  # the same training sampled otherwise: one point per model
             continue
         seen.add((label[variant], f[key]))
-        group_rows = [r for r in done if r["variant"] == variant]
-        metrics = {}
-        for m in dict.fromkeys(k for r in group_rows for k in r["metrics"]):
-            vals = [r["metrics"][m] for r in group_rows if isinstance(r["metrics"].get(m), (int, float))]
-            if vals:
-                metrics[m] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+        metrics = {m: (v["mean"], v["std"]) for m, v in means[variant].items() if not isinstance(v["mean"], list)}
         series["points"].setdefault(label[variant], []).append((float(f[key]), metrics))
-        series["curves"].setdefault(label[variant], []).append(
-            (float(f[key]), runs.MetricsLog(Path(group_rows[0]["run_dir"]) / "metrics.jsonl").read()))
+        if logs is not None and variant in logs:
+            records = logs[variant]
+        else:
+            first = next(r for r in done if r["variant"] == variant)
+            records = runs.MetricsLog(Path(first["run_dir"]) / "metrics.jsonl").read()
+        series["curves"].setdefault(label[variant], []).append((float(f[key]), records))
     for part in series.values():
         for pts in part.values():
             pts.sort(key=lambda p: p[0])
@@ -428,7 +417,7 @@ def figures(out_dir: Path, rows: list[dict], against: str | None = None) -> None
     curves = {v: runs.MetricsLog(Path(r["run_dir"]) / "metrics.jsonl").read() for v, r in firsts.items()}
     plots.loss_overlay(out_dir / "loss.png", curves)
     if against:
-        series = against_series(rows, against)
+        series = against_series(rows, against, curves)
         if series:
             plots.against_plot(out_dir / "against.png", series["points"], against)
             plots.step_curves(out_dir / "curves.png", series["curves"], against)

@@ -456,6 +456,16 @@ def validate(raw: Any, source: str) -> ExperimentConfig:
     raise UserError(f"invalid config {source}:\n{lines}")
 
 
+def flatten(tree, prefix: str = "") -> dict:
+    """``{"a.b.c": value}`` for every leaf of a nested dict (a config's ``to_dict()``)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _raw_at(raw: Any, dotted: str):
     for part in dotted.split("."):
         raw = raw.get(part) if isinstance(raw, dict) else None

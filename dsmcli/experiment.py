@@ -7,7 +7,7 @@ inside a traced function, so a plain ``jax.jit``/``lax.scan`` sees only arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,7 @@ class Experiment:
     objective: Any
     graphdef: Any
     params: Any
+    cache: dict = field(default_factory=dict, repr=False)  # values that depend on cfg and data alone
 
     def net(self, params):
         """The network module rebuilt from a parameter pytree (inside traced code: free)."""

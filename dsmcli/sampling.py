@@ -72,11 +72,11 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
         memory.check(need, f"the sampler ({batch} particles per dispatch)", "lower sample.batch (or sample.n)",
                      device=mesh.devices.flat[0])
     x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
-    outs, infos = [], []
-    from dsmcli import progress
-
     import time
 
+    from dsmcli import progress
+
+    outs, infos = [], []
     t0 = time.perf_counter()
     with progress.Bar(f"sample ({sample_cfg.kind})", n, unit="particle") as bar:
         for i, start in enumerate(range(0, n, batch)):

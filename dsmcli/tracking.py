@@ -29,8 +29,6 @@ import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
 from pydantic import Field
 
 from dsmcli import console
@@ -68,16 +66,6 @@ def mlflow_uri(track: TrackConfig, run_dir: Path) -> tuple[str, str | None]:
         root = Path(run_dir).resolve().parents[1]
         return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
     return str(track.mlflow), None
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _scalars(record: dict) -> dict[str, float]:
@@ -172,7 +160,9 @@ class Tracker:
                                      tags={"dsm.run_dir": str(self.run_dir.resolve()),
                                            "dsm.objective": self.cfg.objective.kind})
         self.run_id = run.info.run_id
-        params = [Param(k, str(v)[:500]) for k, v in _flatten(self.cfg.to_dict()).items()]
+        from dsmcli.config import flatten
+
+        params = [Param(k, str(v)[:500]) for k, v in flatten(self.cfg.to_dict()).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 

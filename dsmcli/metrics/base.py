@@ -55,6 +55,7 @@ class SampleSet:
     block: int | None = None  # rows per streamed block (None: each metric's default)
     kept: Any = None  # filled by __post_init__
     escaped_fraction: float = 0.0
+    cache: dict = field(default_factory=dict, repr=False)  # shared by the metrics of this sample set
 
     def __post_init__(self):
         import numpy as np
@@ -71,6 +72,12 @@ class SampleSet:
 
         return jax.random.key(self.seed)
 
+    def memo(self, key, compute: Callable[[], Any]):
+        """``compute()`` once per sample set (e.g. the image features fd and kid share)."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
 
 @dataclass
 class ModelView:
@@ -83,3 +90,10 @@ class ModelView:
     @property
     def data(self):
         return self.exp.data
+
+    def memo(self, key, compute: Callable[[], Any]):
+        """``compute()`` once per experiment, for values that do not depend on the parameters
+        (the smoothing floors, identical at every evaluation of a run)."""
+        if key not in self.exp.cache:
+            self.exp.cache[key] = compute()
+        return self.exp.cache[key]

@@ -165,28 +165,43 @@ def image_features(samples: np.ndarray, data, seed: int) -> ImageFeatures:
     return ImageFeatures(net, net(samples), net(floor_rows(data, len(samples), seed)), net(data.x_test))
 
 
+def sample_set_features(ctx) -> ImageFeatures:
+    """``image_features`` of a SampleSet's kept particles, computed once for fd, kid and their
+    protocols."""
+    return ctx.memo("image_features", lambda: image_features(ctx.kept, ctx.data, ctx.seed))
+
+
+def fd_of(f: ImageFeatures) -> dict:
+    return {"fd": frechet_distance(f.samples, f.reference), "fd_floor": frechet_distance(f.floor, f.reference)}
+
+
 def fd_metrics(samples: np.ndarray, data, seed: int = 0) -> dict:
     """``fd`` of the samples and ``fd_floor`` (n training rows), both against the held-out rows."""
-    f = image_features(samples, data, seed)
-    return {"fd": frechet_distance(f.samples, f.reference), "fd_floor": frechet_distance(f.floor, f.reference)}
+    return fd_of(image_features(samples, data, seed))
 
 
 def protocol(ctx, **extra) -> dict:
     """What an image-sample metric of ``ctx`` (a SampleSet) is computed from (JSON-ready)."""
     data, n = ctx.data, len(ctx.kept)
-    return {"n": n, "seed": int(ctx.seed), "features": feature_net(data).describe(),
+    return {"n": n, "seed": int(ctx.seed), "features": sample_set_features(ctx).net.describe(),
             "reference": {"split": "test", "n": len(data.x_test)},
             "floor": {"split": "train", "n": min(n, len(data.x_train)), "of": len(data.x_train),
                       "rows": f"without replacement from numpy default_rng([seed, {FLOOR_STREAM}])"},
             **extra}
 
 
-def applies(ctx) -> str | None:
-    if ctx.data.image_shape is None or ctx.data.y_train is None:
-        return "the data set is not labelled images (fd needs a classifier's features)"
-    return None if len(ctx.kept) >= 2 else "fewer than 2 particles are finite"
+def image_metric_applies(name: str):
+    """``applies`` of a metric in the classifier's features (fd, kid)."""
+    def applies(ctx) -> str | None:
+        if ctx.data.image_shape is None or ctx.data.y_train is None:
+            return f"the data set is not labelled images ({name} needs a classifier's features)"
+        return None if len(ctx.kept) >= 2 else "fewer than 2 particles are finite"
+
+    return applies
 
 
-METRICS = [Metric("fd", "samples", ("fd", "fd_floor"), applies, lambda ctx: fd_metrics(ctx.kept, ctx.data, ctx.seed),
+applies = image_metric_applies("fd")
+
+METRICS = [Metric("fd", "samples", ("fd", "fd_floor"), applies, lambda ctx: fd_of(sample_set_features(ctx)),
                   "Fréchet distance in the features of a classifier trained on the data set's labels, and its "
                   "floor (n training rows) at the same n", describe=protocol)]

@@ -126,19 +126,29 @@ def _floor_applies(view) -> str | None:
 
 def _score_floor(view) -> dict:
     exp, sigma = view.exp, objective_sigma(view)
-    density = exp.data.density
-    return {"score_error_floor": score_error(lambda r: density.score(r, sigma), density.score, exp.data.x_test,
-                                             view.block or exp.cfg.train.eval_batch)}
+    density, block = exp.data.density, view.block or exp.cfg.train.eval_batch
+
+    def compute():
+        return {"score_error_floor": score_error(lambda r: density.score(r, sigma), density.score, exp.data.x_test, block)}
+
+    return view.memo(("score_error_floor", block), compute)
 
 
 def _hessian_floor(view) -> dict:
     import jax
 
     exp, sigma = view.exp, objective_sigma(view)
-    density = exp.data.density
-    out = hessian_error(lambda r: density.score(r, sigma), density, exp.data.x_test, view.block or exp.cfg.train.eval_batch,
-                        key=jax.random.key(exp.cfg.seed))
-    return {f"{k}_floor" if k == "hessian_error" else "hessian_error_floor_se": v for k, v in out.items()}
+    density, block = exp.data.density, view.block or exp.cfg.train.eval_batch
+
+    def compute():
+        out = hessian_error(lambda r: density.score(r, sigma), density, exp.data.x_test, block,
+                            key=jax.random.key(exp.cfg.seed))
+        floor = {"hessian_error_floor": out["hessian_error"]}
+        if "hessian_error_se" in out:
+            floor["hessian_error_floor_se"] = out["hessian_error_se"]
+        return floor
+
+    return view.memo(("hessian_error_floor", block), compute)
 
 
 def _both(*checks):

@@ -107,16 +107,16 @@ def kid(x: np.ndarray, y: np.ndarray, seed: int = 0, n_subsets: int = N_SUBSETS,
     return float(v.mean()), float(v.std())
 
 
-def kid_metrics(samples: np.ndarray, data, seed: int = 0) -> dict:
-    f = fd.image_features(samples, data, seed)
+def kid_of(f: fd.ImageFeatures, seed: int) -> dict:
     v = kid_subsets([f.samples, f.floor], f.reference, seed)
     return {"kid": float(v[0].mean()), "kid_std": float(v[0].std()), "kid_floor": float(v[1].mean())}
 
 
-def applies(ctx) -> str | None:
-    if ctx.data.image_shape is None or ctx.data.y_train is None:
-        return "the data set is not labelled images (kid needs a classifier's features)"
-    return None if len(ctx.kept) >= 2 else "fewer than 2 particles are finite"
+def kid_metrics(samples: np.ndarray, data, seed: int = 0) -> dict:
+    return kid_of(fd.image_features(samples, data, seed), seed)
+
+
+applies = fd.image_metric_applies("kid")
 
 
 def protocol(ctx) -> dict:
@@ -128,6 +128,6 @@ def protocol(ctx) -> dict:
 
 
 METRICS = [Metric("kid", "samples", ("kid", "kid_std", "kid_floor"), applies,
-                  lambda ctx: kid_metrics(ctx.kept, ctx.data, ctx.seed),
+                  lambda ctx: kid_of(fd.sample_set_features(ctx), ctx.seed),
                   "Kernel (Inception-style) distance: unbiased MMD² with the cubic polynomial kernel in fd's "
                   "features, mean and std over 100 subsets, and its floor (n training rows)", describe=protocol)]
