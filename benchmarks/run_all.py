@@ -23,7 +23,10 @@ less sensitive to other jobs' load than wall clock. Sections:
    every compilation cached, and a timestamped breakdown of a warm start;
 3. a ``jax.profiler`` breakdown of the compiled step by op category (bare JAX, trainer) and a
    ``torch.profiler`` one of the PyTorch step;
-4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA compiler option.
+4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA compiler option;
+5. with ``--sde`` only: ``benchmarks/bench_sde.py`` (PC sampler and probability-flow ODE, dsm vs
+   PyTorch eager; a subprocess of ~2–3 min, outside the budget, writing its own
+   ``benchmarks/results_sde[_quick].json`` and ``sde[_quick].md``).
 
 ``--quick`` runs one round with small step counts and skips ``torch.compile``, the profile and
 the ablations (a smoke check, written to ``benchmarks/results_quick.json``).
@@ -36,6 +39,7 @@ import datetime as _dt
 import json
 import os
 import sys
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -414,6 +418,12 @@ def render(results: dict) -> str:
                 f"{_f(d[v]['best'], '{:.1f}')} ({_f(d[v]['best_over_base'], '{:.2f}', 'x')}); "
                 f"{_f(d[v]['cpu_rate']['median'], '{:.1f}')} ({_f(d[v]['cpu_median_over_base'], '{:.2f}', 'x')})"
                 for v in variants) + " |")
+    if results.get("sde"):
+        sde = results["sde"]
+        add("")
+        add(f"continuous-time samplers (benchmarks/bench_sde.py, exit {sde['returncode']}, {sde['wall_s']} s; "
+            f"raw numbers {sde['results']}):")
+        add(sde.get("table", ""))
     for k in ("profile_skipped", "ablations_skipped"):
         if results.get(k):
             add(f"({k.replace('_', ' ')}: {results[k]})")
@@ -469,6 +479,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--sde", action="store_true", help="also run benchmarks/bench_sde.py (PC and probability-flow ODE "
+                    "vs PyTorch; subprocess, ~2-3 min, not counted in --budget-s; --quick passed on)")
     ap.add_argument("--out", help="results file (default benchmarks/results.json; --quick: benchmarks/results_quick.json)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only print the tables of an existing results file")
     args = ap.parse_args(argv)
@@ -530,6 +542,15 @@ def main(argv=None) -> int:
         elif cfg["ablation_rounds"]:
             log("ablations (bare JAX step variants, interleaved)")
             results["ablations"] = ablations.run(cfg["ablation_rounds"], log=log, workdir=Path(tmp) / "ablations")
+    if args.sde:
+        log("continuous-time samplers: benchmarks/bench_sde.py (subprocess)")
+        t_sde = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_sde.py"), *(["--quick"] if args.quick else [])],
+                              cwd=REPO, capture_output=True, text=True)
+        out = REPO / "benchmarks" / ("results_sde_quick.json" if args.quick else "results_sde.json")
+        results["sde"] = {"returncode": proc.returncode, "results": str(out.relative_to(REPO)),
+                          "wall_s": round(time.perf_counter() - t_sde, 1), "table": proc.stdout.strip().split("\n\n")[0],
+                          **({"stderr_tail": proc.stderr[-2000:]} if proc.returncode else {})}
     results["load_end"] = loadavg()
     results["machine"] = machine_info()
     results["total_s"] = round(time.perf_counter() - t_start, 1)

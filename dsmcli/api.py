@@ -93,8 +93,8 @@ def _command(argv: list[str] | None) -> str:
 
 
 # Keys of a run's config that a resume may see changed: the length of the run, how it is
-# spread over devices and processes, sampling and tracking (which do not change what is trained).
-RESUMABLE_KEYS = ("train.steps", "parallel", "sample", "track")
+# spread over devices and processes, sampling, evaluation and tracking (which do not change what is trained).
+RESUMABLE_KEYS = ("train.steps", "parallel", "sample", "eval", "track")
 
 
 def config_edits(meta: dict, cfg) -> list[str]:
@@ -257,36 +257,48 @@ def sample(
     exp, step, params = _experiment_at_checkpoint(path, cfg)
     x, info = sampling.draw(exp, params, cfg.sample, seed)
     record = {"step": step, "sampler": cfg.sample.kind, "n": cfg.sample.n, "seed": seed,
-              **{k: v for k, v in info.items() if k != "trace"}}
+              **{k: v for k, v in info.items() if k not in ("trace", "inpaint")}}
     record.update(sampling.sample_metrics(x, exp.data, seed, exp=exp, params=params, info=info, names=metrics))
     title = f"{cfg.name}: {cfg.objective.kind}, {cfg.sample.kind}"
-    if cfg.sample.kind != "ancestral":
+    if cfg.sample.kind == "pc":
+        title += f" ({cfg.sample.steps} steps, snr {cfg.sample.snr:g})"
+    elif cfg.sample.kind == "ode":
+        title += f" ({cfg.sample.solver}, nfe {info['nfe']:.0f})"
+    elif cfg.sample.kind != "ancestral":
         eps = info.get("step_size", cfg.sample.step_size)
         title += f" ({cfg.sample.steps} steps, ε={eps:g}{' (auto)' if cfg.sample.step_size == 'auto' else ''})"
     figure = io.BytesIO()  # drawn before anything is written: a plot error leaves no orphan npz
-    if exp.data.image_shape is not None:
+    inpainted = info.get("inpaint")
+    if inpainted is not None and exp.data.image_shape is not None:
+        plots.inpainting_grid(figure, inpainted["truth"], inpainted["known"], x, exp.data.image_shape,
+                              f"{title}: inpainting ({cfg.sample.inpaint.mask}, {cfg.sample.inpaint.fraction:g} missing)",
+                              period=len(exp.data.x_test))
+    elif exp.data.image_shape is not None:
         plots.image_grid(figure, x, exp.data.image_shape, title)
     else:
         plots.samples_plot(figure, x, exp.data, title)
     samples = path / "samples"
     samples.mkdir(exist_ok=True)
     out = fsio.publish_new(sampling.sample_names(path, cfg.sample.kind, cfg.sample.n, seed),
-                           lambda f: np.savez(f, x=x))
+                           lambda f: np.savez(f, x=x, **({} if inpainted is None else
+                                                          {"observed": inpainted["truth"], "known": inpainted["known"]})))
     fsio.write_bytes(out.with_suffix(".png"), figure.getvalue())
     record = {"step": step, "file": out.name, **{k: v for k, v in record.items() if k != "step"}}
     runs.MetricsLog(samples / "metrics.jsonl").append(record)
     return out, record
 
 
-def evaluate(run_dir: str | Path, *, figures: bool = True, metrics: list[str] | None = None) -> tuple[Path, dict]:
+def evaluate(run_dir: str | Path, *, figures: bool = True, metrics: list[str] | None = None,
+             overrides: list[str] | None = None) -> tuple[Path, dict]:
     """Evaluation metrics of the newest checkpoint → ``eval.json`` (+ figures in ``plots/``).
-    ``metrics``: names from ``dsmcli.metrics`` (default: every model metric that applies)."""
+    ``metrics``: names from ``dsmcli.metrics`` (default: every model metric that applies);
+    ``overrides``: ``eval.KEY=VALUE`` settings of this evaluation."""
     from dsmcli import evaluation
 
     from dsmcli import progress
 
     path = runs.require_run_dir(run_dir)
-    cfg = _load_run_config(path)
+    cfg = _load_run_config(path, overrides, ("eval",))
     exp, step, params = _experiment_at_checkpoint(path, cfg)
     with progress.Bar("eval", 2 if figures else 1, unit="stage") as bar:
         result = {"step": step, **evaluation.evaluate(exp, params, metrics)}

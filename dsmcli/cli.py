@@ -175,6 +175,8 @@ def sample(
 @app.command("eval")
 @_handled
 def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+             overrides: Annotated[Optional[list[str]], typer.Argument(metavar="[eval.KEY=VALUE]...", show_default=False,
+                                                                      help="Evaluation settings, e.g. eval.nll_n=500.")] = None,
              metrics: Metrics = None, quiet: Quiet = False):
     """Evaluate a run's newest checkpoint.
 
@@ -185,7 +187,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(metavar="RUN_DIR", help="A r
 
     from dsmcli.metrics import parse_names
 
-    path, result = api.evaluate(run_dir, metrics=parse_names(metrics))
+    path, result = api.evaluate(run_dir, metrics=parse_names(metrics), overrides=overrides)
     _table([result], list(result))
     typer.echo(str(path))
 

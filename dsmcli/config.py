@@ -23,6 +23,7 @@ from dsmcli import models as model_registry
 from dsmcli import objectives as objective_registry
 from dsmcli import samplers as sampler_registry
 from dsmcli.errors import UserError, quote
+from dsmcli.flow import SOLVERS
 from dsmcli.parallel import ParallelConfig
 from dsmcli.tracking import TrackConfig
 from dsmcli.section import NoiseScale, Section, file_paths
@@ -225,6 +226,17 @@ InitConfig = Annotated[Union[UniformInit, GaussianInit, DataInit], Field(discrim
 
 
 ADAPTIVE_SAMPLERS = ("mala", "ab_mh")
+INPAINTING_SAMPLERS = tuple(k for k, m in sampler_registry.REGISTRY.items() if getattr(m, "INPAINTS", False))
+
+
+class InpaintConfig(Section):
+    """Inpainting (``annealed_langevin``, ``pc``): the ``mask`` region of held-out images, a
+    ``fraction`` of the pixels, is sampled given the rest (``left``/``right``/``top``/``bottom``:
+    that share of the columns or rows; ``centre``: a centred rectangle of that area; ``random``:
+    pixels drawn once from ``sample.seed``; vectors: ``left``/``right``/``random`` coordinates)."""
+
+    mask: Literal["left", "right", "top", "bottom", "centre", "random"] = "right"
+    fraction: float = Field(0.5, gt=0.0, lt=1.0)
 
 
 class SampleConfig(Section):
@@ -249,18 +261,52 @@ class SampleConfig(Section):
     sigma_min: NoiseScale | None = None
     n_sigmas: PositiveInt | None = None
     denoise: bool = False
+    # pc: predictor-corrector sampling of the reverse-time SDE (steps: its time steps)
+    predictor: Literal["reverse_diffusion", "euler_maruyama", "none"] = "reverse_diffusion"
+    corrector: Literal["langevin", "none"] = "langevin"
+    snr: PositiveFloat = 0.16
+    corrector_steps: PositiveInt = 1
+    # ode: the probability-flow ODE (diffrax); rtol/atol for dopri5, steps for heun and euler
+    solver: Literal[SOLVERS] = "dopri5"
+    rtol: PositiveFloat = 1e-5
+    atol: PositiveFloat = 1e-5
+    inpaint: InpaintConfig | None = None
+    prior: Literal["normal", "gmm"] = "normal"  # ancestral: z ~ N(0, I), or a Gaussian mixture fitted to the training codes
+    n_components: PositiveInt = 10  # components of the gmm prior
 
     @model_validator(mode="after")
     def _schedule(self):
         if self.step_size == "auto" and self.kind not in ADAPTIVE_SAMPLERS:
             raise ValueError(f"'step_size: auto' adapts ε to an acceptance rate, which only the Metropolis-adjusted "
                              f"samplers have ({', '.join(ADAPTIVE_SAMPLERS)}), not '{self.kind}'; give a number")
+        if self.kind == "pc" and self.predictor == "none" and self.corrector == "none":
+            raise ValueError("'predictor' and 'corrector': at least one of them must not be 'none'")
+        if self.prior != "normal" and self.kind != "ancestral":
+            raise ValueError(f"'prior' is the latent prior of sample.kind ancestral, not of '{self.kind}'")
+        if self.inpaint is not None and self.kind not in INPAINTING_SAMPLERS:
+            raise ValueError(f"'inpaint' is done by sample.kind {' and '.join(INPAINTING_SAMPLERS)}, not '{self.kind}'")
         given = [self.sigma_max is not None, self.sigma_min is not None, self.n_sigmas is not None]
         if any(given) and not all(given):
             raise ValueError("give all of 'sigma_max', 'sigma_min' and 'n_sigmas', or none (the objective's schedule)")
         if all(given) and self.sigma_max <= self.sigma_min:
             raise ValueError(f"'sigma_max' ({self.sigma_max}) must be > 'sigma_min' ({self.sigma_min})")
         return self
+
+
+class EvalConfig(Section):
+    """Model metrics of ``dsm eval`` (and the trainer's evaluations) with settings of their own:
+    the likelihood of continuous-time score models (``nll``, ``bpd``) by the probability-flow ODE
+    on the first ``nll_n`` held-out rows, the divergence exact up to ``exact_trace_max_dim``
+    dimensions and estimated by ``n_probes`` Rademacher probes above, solved by ``solver`` with
+    ``rtol``/``atol`` (dopri5) or ``steps`` fixed steps."""
+
+    nll_n: PositiveInt = 1000
+    exact_trace_max_dim: NonNegativeInt = 16
+    n_probes: int = Field(2, ge=2)  # >= 2: their spread gives the trace estimator's standard error
+    solver: Literal[SOLVERS] = "dopri5"
+    rtol: PositiveFloat = 1e-5
+    atol: PositiveFloat = 1e-5
+    steps: PositiveInt = 100
 
 
 SEED_LIMIT = 2**32
@@ -287,6 +333,7 @@ class ExperimentConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
 
@@ -395,8 +442,11 @@ def _unknown_keys(raw: Any, path: tuple[str, ...] = ()) -> list[str]:
 def _drop_union_tags(loc: tuple, raw: Any) -> list[str]:
     """Pydantic puts the union tag into error locations (data.gmm.means); remove it."""
     out, node = [], raw
-    for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+    for i, part in enumerate(loc):
+        # the tag, also where a field has its name (objective.kind sde has a field 'sde'): a field
+        # holding a scalar cannot be followed by further parts
+        is_field = isinstance(node, dict) and part in node and (i + 1 == len(loc) or isinstance(node[part], (dict, list)))
+        if isinstance(node, dict) and not is_field and node.get("kind") == part:
             continue
         out.append(str(part))
         node = node.get(part) if isinstance(node, dict) else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)

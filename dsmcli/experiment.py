@@ -35,6 +35,12 @@ class Experiment:
             return None
         return lambda x, sigma: self.objective.score_at(self.net(params), x, sigma)
 
+    def score_t_fn(self, params):
+        """(x, t) ↦ s(x, t) for objectives with an SDE (``sde``, an oracle with ``sde``), else None."""
+        if self.objective.sde is None:
+            return None
+        return lambda x, t: self.objective.score_t(self.net(params), x, t)
+
     def decoder(self, params):
         """(decode, latent size) for models with a bottleneck, else (None, None)."""
         latent = getattr(self.cfg.model, "latent", None)

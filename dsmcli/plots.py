@@ -179,7 +179,8 @@ def sample_panels(path: Path, samples: dict, data, ncols: int = 4) -> None:
 
 def image_panels(path: Path, samples: dict, shape: tuple[int, ...], side: int = 6, ncols: int = 5) -> None:
     """One mosaic of the first side × side sampled images per variant (grey scale, each
-    mosaic on the shared [0, 1] range of pixel intensities when the data lives there)."""
+    mosaic on the shared [0, 1] range of pixel intensities when the data lives there; colour
+    images, shape (H, W, 3), in colour clipped to [0, 1])."""
     plt = _plt()
     n = len(samples)
     cols = min(ncols, n)
@@ -187,15 +188,26 @@ def image_panels(path: Path, samples: dict, shape: tuple[int, ...], side: int = 
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), dpi=110, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    h, w = shape
+    h, w = shape[:2]
+    c = shape[2] if len(shape) == 3 else 1
     for ax, (title, x) in zip(axes.ravel(), samples.items()):
         k = min(side * side, len(x))
-        imgs = x[:k].reshape(k, h, w)
-        lo, hi = (0.0, 1.0) if imgs.min() >= -0.05 and imgs.max() <= 1.05 else np.percentile(imgs, [1, 99])
-        tiles = np.full((side * side, h + 1, w + 1), lo)  # one background pixel between images
-        tiles[:k, :h, :w] = np.clip(imgs, lo, hi)
-        mosaic = tiles.reshape(side, side, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(side * (h + 1), side * (w + 1))
-        ax.imshow(mosaic, cmap="gray_r", vmin=lo, vmax=hi)
+        imgs = x[:k].reshape(k, h, w, c)
+        if c == 3:
+            lo, hi = 0.0, 1.0
+            tiles = np.ones((side * side, h + 1, w + 1, c))  # white between images
+            tiles[:k, :h, :w] = np.clip(np.nan_to_num(imgs, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        else:
+            imgs = imgs[..., 0]
+            lo, hi = (0.0, 1.0) if imgs.min() >= -0.05 and imgs.max() <= 1.05 else np.percentile(imgs, [1, 99])
+            tiles = np.full((side * side, h + 1, w + 1, 1), lo)  # one background pixel between images
+            tiles[:k, :h, :w, 0] = np.clip(imgs, lo, hi)
+        mosaic = (tiles.reshape(side, side, h + 1, w + 1, -1).transpose(0, 2, 1, 3, 4)
+                  .reshape(side * (h + 1), side * (w + 1), -1))
+        if c == 3:
+            ax.imshow(mosaic)
+        else:
+            ax.imshow(mosaic[..., 0], cmap="gray_r", vmin=lo, vmax=hi)
         ax.set_title(title, fontsize=9)
     _save(plt, fig, path, pad=0.3)
 
@@ -244,17 +256,67 @@ def loss_overlay(path: Path, curves: dict, ncols: int = 4) -> bool:
 def image_grid(path: Path, x: np.ndarray, shape: tuple[int, ...], title: str, n: int = 100,
                cols: int | None = None) -> None:
     """The first ``n`` rows of ``x`` drawn as images, row-major on a grid of ``cols`` columns
-    (default: square), grey scale with a shared range."""
+    (default: square), grey scale with a shared range; colour images (shape (H, W, 3)) in
+    colour, clipped to [0, 1]."""
     plt = _plt()
     n = min(n, len(x))
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
+    colour = len(shape) == 3 and shape[2] == 3
     lo, hi = np.percentile(x[:n], 1), np.percentile(x[:n], 99)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6 + 0.4), dpi=110, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img in zip(axes.ravel(), x[:n]):
-        ax.imshow(np.clip(img.reshape(shape), lo, hi), cmap="gray_r", vmin=lo, vmax=hi)
+        if colour:
+            ax.imshow(np.clip(np.nan_to_num(img.reshape(shape), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0))
+        else:
+            ax.imshow(np.clip(img.reshape(shape[:2]), lo, hi), cmap="gray_r", vmin=lo, vmax=hi)
+    fig.suptitle(title, fontsize=8)
+    _save(plt, fig, path, pad=0.2)
+
+
+def inpainting_grid(path: Path, truth: np.ndarray, known: np.ndarray, samples: np.ndarray, shape: tuple[int, ...],
+                    title: str, period: int, n: int = 10, draws: int = 2) -> None:
+    """Inpainting at a glance, one column per held-out image: the observation (missing pixels
+    in red), up to ``draws`` inpainted samples of it, and the truth; one grey scale for all
+    panels. Particle i is conditioned on test row i mod ``period`` (n_test), so the draws of
+    image j are the particles j, j + period, ..."""
+    plt = _plt()
+    n = min(n, period, len(samples))
+    columns = []
+    for j in range(n):
+        same = list(range(j, len(samples), period))[:draws]
+        columns.append((truth[j], known[j], [samples[i] for i in same]))
+    rows = 2 + max(len(c[2]) for c in columns)
+    lo, hi = np.percentile(truth[:n], 1), np.percentile(truth[:n], 99)
+    fig, axes = plt.subplots(rows, n, figsize=(n * 0.7 + 0.9, rows * 0.7 + 0.4), dpi=110, squeeze=False)
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="tab:red")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    colour = len(shape) == 3 and shape[2] == 3
+
+    def show(ax, img, hidden=None):
+        if colour:  # RGB in [0, 1]; hidden pixels painted red
+            img = np.clip(img.reshape(shape), 0.0, 1.0)
+            if hidden is not None:
+                img = np.where(hidden.reshape(shape), np.array([0.84, 0.15, 0.16]), img)
+            ax.imshow(img)
+        else:
+            img = np.clip(img.reshape(shape), lo, hi)
+            ax.imshow(img if hidden is None else np.ma.masked_where(hidden.reshape(shape), img), cmap=cmap, vmin=lo, vmax=hi)
+
+    for j, (y, k, draws_j) in enumerate(columns):
+        show(axes[0, j], y, ~k)
+        for i, d in enumerate(draws_j):
+            show(axes[1 + i, j], d)
+        show(axes[rows - 1, j], y)
+    labels = ["observed", *[f"sample {i + 1}" for i in range(rows - 2)], "truth"]
+    for row, label in enumerate(labels):
+        axes[row, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(title, fontsize=8)
     _save(plt, fig, path, pad=0.2)
 

@@ -27,11 +27,13 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     ``sample_cfg.batch`` (one compilation; the last batch is padded). Returns (x, info) where
     info holds the sampler's diagnostics averaged over particles, ``sample_s`` (the wall time of
     the dispatches, compilation excluded) and, for MCMC samplers, ``trace`` (draws, chains,
-    projections) of the first dispatch's chains, for ``dsmcli.metrics.mcmc``."""
+    projections) of the first dispatch's chains, for ``dsmcli.metrics.mcmc``; with
+    ``sample.inpaint``, ``inpaint`` (the observed rows and the known-coordinate mask)."""
     import jax
     import jax.numpy as jnp
 
     from dsmcli import parallel
+    from dsmcli.metrics.trustworthiness import codes_of
     from dsmcli.samplers import REGISTRY, Target
 
     sampler = REGISTRY[sample_cfg.kind]
@@ -52,6 +54,13 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
         score_at=exp.score_at_fn(params),
         energy=exp.energy_fn(params),
         sigmas=None if sigmas is None else tuple(float(s) for s in sigmas),
+        score_t=exp.score_t_fn(params),
+        sde=exp.objective.sde,
+        prior_sample=None if exp.objective.sde is None else (
+            lambda key, n: exp.objective.prior_sample(key, n, exp.data.dim)),
+        training_codes=None if latent is None else (
+            lambda: codes_of(exp, params, exp.data.x_train, exp.cfg.train.eval_batch)),
+        seed=exp.cfg.seed,
         description=f"objective.kind '{exp.cfg.objective.kind}' with model.kind '{exp.cfg.model.kind}'",
     )
     sampler.check(target, sample_cfg)
@@ -65,13 +74,23 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     batch = min(sample_cfg.batch or n, n)
     mesh = parallel.mesh(exp.cfg.parallel)
     shard = parallel.batch_sharded(mesh) if mesh.size > 1 and batch % mesh.size == 0 else None
-    run = jax.jit(lambda x, k: sampler.run(target, x, k, sample_cfg))
-    run = run.lower(jax.ShapeDtypeStruct((batch, exp.data.dim), jnp.float32, sharding=shard), key_run).compile()
+    cond = None
+    if sample_cfg.inpaint is not None:  # particle i is conditioned on the observed part of test row i mod n_test
+        from dsmcli import inpaint
+
+        cond = inpaint.condition(sample_cfg.inpaint, exp.data, n, seed)
+    run = jax.jit(lambda x, k, *c: sampler.run(target, x, k, sample_cfg, *([tuple(c)] if c else [])))
+    rows = jax.ShapeDtypeStruct((batch, exp.data.dim), jnp.float32, sharding=shard)
+    cond_shapes = () if cond is None else (rows, jax.ShapeDtypeStruct((batch, exp.data.dim), jnp.bool_, sharding=shard))
+    run = run.lower(rows, key_run, *cond_shapes).compile()
     need = memory.compiled_bytes(run)
     if need is not None:
         memory.check(need, f"the sampler ({batch} particles per dispatch)", "lower sample.batch (or sample.n)",
                      device=mesh.devices.flat[0])
-    x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
+    if hasattr(sampler, "initial"):  # e.g. the reverse-time samplers start from the SDE's prior
+        x0 = jnp.asarray(sampler.initial(target, key_init, n), jnp.float32)
+    else:
+        x0 = init_particles(sample_cfg.init, key_init, n, exp.data)
     import time
 
     from dsmcli import progress
@@ -80,19 +99,21 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     t0 = time.perf_counter()
     with progress.Bar(f"sample ({sample_cfg.kind})", n, unit="particle") as bar:
         for i, start in enumerate(range(0, n, batch)):
-            xb = x0[start : start + batch]
-            m = len(xb)
+            parts = [x0[start : start + batch]] + ([] if cond is None else [jnp.asarray(c[start : start + batch]) for c in cond])
+            m = len(parts[0])
             if m < batch:
-                xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], batch - m, 0)])
+                parts = [jnp.concatenate([p, jnp.repeat(p[-1:], batch - m, 0)]) for p in parts]
             if shard is not None:  # particles split over the data axis; the score is row-wise
-                xb = jax.device_put(xb, shard)
-            x, info = run(xb, jax.random.fold_in(key_run, i))
+                parts = [jax.device_put(p, shard) for p in parts]
+            x, info = run(parts[0], jax.random.fold_in(key_run, i), *parts[1:])
             x = jax.block_until_ready(x)
             outs.append(x[:m])
             infos.append((m, info))
             bar.update(start + m)
     x = np.asarray(jnp.concatenate(outs))
     summary = {"sample_s": round(time.perf_counter() - t0, 3)}
+    if cond is not None:
+        summary["inpaint"] = {"truth": cond[0], "known": cond[1]}
     for name in infos[0][1]:
         if name == "trace":  # the first dispatch's chains (Trace bounds their number): kept whole
             summary["trace"] = np.asarray(infos[0][1]["trace"])[:, : min(infos[0][0], sample_cfg.trace_chains)]

@@ -70,7 +70,7 @@ def test_unknown_key_suggests_nearest(tiny_config):
 def test_unknown_kind_lists_allowed_values():
     msg = error_of(base(data={"kind": "gmn", "means": [[0]]}))
     assert "data.kind: unknown kind 'gmn'; did you mean 'gmm'?" in msg
-    assert "(allowed: gmm, rings, moons, spiral, checkerboard, digits, mnist, npz, ratings)" in msg
+    assert "(allowed: gmm, rings, moons, spiral, checkerboard, digits, mnist, cifar10, images, npz, ratings)" in msg
     msg = error_of(base(optim={"kind": "adm"}))
     assert "optim.kind: 'adm' is not allowed; did you mean 'adam'? (allowed: adam, adamw, sgd)" in msg
     assert "sample.kind: 'langevn' is not allowed; did you mean 'langevin'?" in error_of(base(sample={"kind": "langevn"}))

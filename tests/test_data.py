@@ -26,7 +26,7 @@ def build(spec, n_train=400, n_test=100):
 
 
 def test_registry_is_covered():
-    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz", "digits", "mnist", "ratings"}
+    assert set(data.REGISTRY) == {k["kind"] for k in KINDS.values()} | {"npz", "digits", "mnist", "ratings", "cifar10", "images"}
 
 
 @pytest.mark.parametrize("name", list(KINDS))

@@ -92,7 +92,34 @@ def gaussian_dae(sigma=0.3, std=0.7):
 GAUSSIAN_FLOOR = (0.3**2 / (0.7**2 + 0.3**2)) ** 2
 
 # name -> (context, check(result), streams) ; check asserts the closed form
+def oracle_sde():
+    exp = experiment.build(config.validate({"name": "t", "objective": {"kind": "oracle", "sde": "vp"}, "data": GMM,
+                                            "eval": {"nll_n": 100}}, "test"))
+    return ModelView(exp, exp.params)
+
+
+def exact_nll(view):
+    return -float(np.mean(np.asarray(view.data.density.log_prob(view.data.x_test[:100]))))
+
+
+def inpainted_truth():
+    """Particles equal to the truth they were conditioned on: inpaint_mse = 0 exactly, and the
+    training-mean baseline by hand."""
+    exp = build("oracle")
+    truth = exp.data.x_test[:300]
+    known = np.broadcast_to(np.array([True, False]), truth.shape).copy()
+    return SampleSet(truth, exp.data, seed=0, exp=exp, info={"inpaint": {"truth": truth, "known": known}})
+
+
+def mean_fill_mse():
+    data = build("oracle").data
+    return float(np.mean((data.x_train[:, 1].astype(np.float64).mean() - data.x_test[:300, 1]) ** 2))
+
+
 CASES = {
+    "nll": (oracle_sde, lambda r: abs(r["nll"] - exact_nll(oracle_sde())) < 0.01, True),
+    "inpaint_mse": (inpainted_truth,
+                    lambda r: r["inpaint_mse"] == 0 and r["inpaint_mse_mean"] == pytest.approx(mean_fill_mse(), rel=1e-6), False),
     "score_error": (lambda: ModelView(build("oracle"), build("oracle").params),
                     lambda r: r["score_error"] == pytest.approx(0.0, abs=1e-12), True),
     "hessian_error": (lambda: ModelView(build("oracle"), build("oracle").params),
@@ -103,6 +130,9 @@ CASES = {
                 lambda r: abs(r["kl_grid"]) < 1e-5, False),
     "codes": (lambda: ModelView(build("pca", "digits", latent=8), build("pca", "digits", latent=8).params),
               lambda r: r["recon_mse"] == pytest.approx(pca_recon_mse(), rel=1e-4) and 0 <= r["probe_acc"] <= 1, False),
+    # PCA at K = D: the codes are a rotation of the centred rows, every neighbourhood is kept, T = 1
+    "trustworthiness": (lambda: ModelView(build("pca", latent=2), build("pca", latent=2).params),
+                        lambda r: r["trustworthiness"] == pytest.approx(1.0, abs=1e-6), True),
     "objective": (lambda: ModelView(build("autorec", "ratings"), build("autorec", "ratings").params),
                   lambda r: r["rmse_baseline"] == pytest.approx(item_mean_rmse(), rel=1e-4), False),
     "escaped_fraction": (lambda: samples(np.concatenate([exact_samples(1000), np.full((10, 2), np.nan), np.full((15, 2), 1e9)])),

@@ -10,10 +10,11 @@ registry contract test picks it up automatically).
 
 from __future__ import annotations
 
-from dsmcli.data import checkerboard, digits, gmm, mnist, moons, npz, ratings, rings, spiral
+from dsmcli.data import checkerboard, cifar10, digits, gmm, images, mnist, moons, npz, ratings, rings, spiral
 from dsmcli.data.base import Dataset, Density, synthetic_nbytes
 
-REGISTRY = {m.Config.model_fields["kind"].default: m for m in (gmm, rings, moons, spiral, checkerboard, digits, mnist, npz, ratings)}
+REGISTRY = {m.Config.model_fields["kind"].default: m
+            for m in (gmm, rings, moons, spiral, checkerboard, digits, mnist, cifar10, images, npz, ratings)}
 
 
 def estimated_bytes(cfg) -> int | None:

@@ -80,6 +80,9 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None  # rows are flattened images of this shape
     holdout_class: int | None = None  # a class absent from training (anomaly detection)
     has_missing: bool = False  # NaN marks unobserved entries (ratings); only masking objectives train on it
+    # Quantised pixels: coordinate j holds a_j·k + b_j for integer levels k; ``quantization`` is a
+    # (its bin width in the model's space, (D,)): uniform dequantisation and bits/dim use it.
+    quantization: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:

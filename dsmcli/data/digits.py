@@ -36,10 +36,13 @@ def build(cfg: Config) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=y
     )
+    step = np.full(x.shape[1], 1 / 16.0)  # one intensity level (of 0…16) in the model's space
     if cfg.scale == "standard":
         mean, std = x_train.mean(0), x_train.std(0) + 1e-3
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        step = step / std
     if cfg.holdout_class is not None:
         keep = y_train != cfg.holdout_class
         x_train, y_train = x_train[keep], y_train[keep]
-    return Dataset("digits", x_train, x_test, y_train, y_test, image_shape=(8, 8), holdout_class=cfg.holdout_class)
+    return Dataset("digits", x_train, x_test, y_train, y_test, image_shape=(8, 8), holdout_class=cfg.holdout_class,
+                   quantization=step.astype(np.float32))

@@ -138,5 +138,7 @@ def build(cfg: Config) -> Dataset:
     shape = tuple(x_train.shape[1:])
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
     flat = lambda a: (a.reshape(len(a), -1) / scale).astype(np.float32)  # noqa: E731
+    dim = int(np.prod(shape))
+    step = np.full(dim, 1 / 255.0, np.float32) if x_train.dtype == np.uint8 else None  # 256 levels (IDX files)
     return Dataset("mnist", flat(x_train), flat(x_test), y_train, y_test, image_shape=shape,
-                   holdout_class=cfg.holdout_class)
+                   holdout_class=cfg.holdout_class, quantization=step)

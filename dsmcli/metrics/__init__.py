@@ -15,10 +15,11 @@ does not exist, is of another input, or does not apply to the run is a user erro
 from __future__ import annotations
 
 from dsmcli.errors import UserError
-from dsmcli.metrics import codes, density, distances, fd, hessian, kid, mcmc, modes, objective, score, stein
+from dsmcli.metrics import codes, density, distances, fd, hessian, inpainting, kid, likelihood, mcmc, modes, objective, score, stein
+from dsmcli.metrics import trustworthiness
 from dsmcli.metrics.base import INPUTS, Metric, ModelView, SampleSet
 
-MODULES = (score, hessian, density, codes, objective, distances, modes, fd, kid, stein, mcmc)
+MODULES = (score, hessian, density, likelihood, codes, trustworthiness, objective, distances, modes, fd, kid, stein, mcmc, inpainting)
 REGISTRY: dict[str, Metric] = {m.name: m for module in MODULES for m in module.METRICS}
 
 COMMAND_INPUTS = {"eval": ("model",), "sample": ("samples", "chains")}

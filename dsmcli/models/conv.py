@@ -1,4 +1,5 @@
-"""``conv``: a convolutional network for images (``digits`` 8×8, ``mnist`` 28×28).
+"""``conv``: a convolutional network for images (``digits`` 8×8, ``mnist`` 28×28, ``images`` and
+``cifar10`` with 1 or 3 channels).
 
 Without ``latent`` it is a U-Net ℝᴰ → ℝᴰ (see ``conv_blocks.unet``), read as a score s(x) by the
 score-matching objectives or as a reconstruction r(x) by the denoising / contractive ones. With
@@ -6,7 +7,7 @@ score-matching objectives or as a reconstruction r(x) by the denoising / contrac
 entry of ``channels`` (stride-2 3×3 convs) and maps the flattened features linearly to the
 K-dimensional code (2K numbers — mean and log-variance — with ``stochastic_encoder``, for the
 VAE family); the decoder mirrors it (linear, then per level nearest-neighbour 2× up-sampling and
-a 3×3 conv) back to one channel.
+a 3×3 conv) back to the images' C channels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dsmcli.models.conv_blocks import conv, require_image, to_images, to_rows, u
 from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
-NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist)
+NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist, images, cifar10)
 
 
 class Config(Section):
@@ -34,21 +35,21 @@ def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, image_s
 
     k = cfg.latent
     act = activation_fn(cfg.activation)
-    hw = require_image("conv", image_shape, len(cfg.channels) - (k is None))
+    hw = require_image("conv", image_shape, len(cfg.channels) - (k is None))  # (H, W, C)
     chans = cfg.channels
 
     class ConvNet(nnx.Module):
         def __init__(self):
             if k is None:
-                self.unet = unet(chans, None, act, rngs)
+                self.unet = unet(chans, None, act, rngs, hw[2])
                 return
-            widths = [1, *chans]
+            widths = [hw[2], *chans]
             self.enc = nnx.List([conv(a, b, 3, rngs, strides=2) for a, b in zip(widths[:-1], widths[1:])])
             self.small = (hw[0] // 2 ** len(chans), hw[1] // 2 ** len(chans))
             flat = self.small[0] * self.small[1] * chans[-1]
             self.to_code = nnx.Linear(flat, 2 * k if stochastic_encoder else k, rngs=rngs)
             self.from_code = nnx.Linear(k, flat, rngs=rngs)
-            up = list(reversed(widths))  # c_L … c_1, 1
+            up = list(reversed(widths))  # c_L … c_1, C
             self.dec = nnx.List([conv(a, b, 3, rngs) for a, b in zip(up[:-1], up[1:])])
 
         def _features(self, x):

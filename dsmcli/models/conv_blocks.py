@@ -1,7 +1,8 @@
 """Convolutional building blocks shared by the image networks (Flax NNX, NHWC).
 
-Rows of a batch ``(B, D)`` are flattened single-channel images of ``image_shape`` (H, W); every
-block acts on each image separately (GroupNorm normalises within an image, never across the
+Rows of a batch ``(B, D)`` are flattened images of ``image_shape``: (H, W) for one channel or
+(H, W, C), rows in H, W, C order (NHWC, as the image data kinds flatten them); every block acts
+on each image separately (GroupNorm normalises within an image, never across the
 batch), so the networks stay row-wise maps as the score-function contract requires.
 """
 
@@ -10,16 +11,25 @@ from __future__ import annotations
 from dsmcli.errors import UserError
 
 
-def require_image(kind: str, image_shape, levels: int) -> tuple[int, int]:
-    """(H, W) of the data's images, checked divisible by 2**levels (each level halves them)."""
-    if image_shape is None or len(image_shape) != 2:
-        raise UserError(f"model.kind: '{kind}' needs image data (data.kind digits or mnist); "
+IMAGE_KINDS = "digits, mnist, images or cifar10"  # the data kinds with an image_shape (for messages)
+
+
+def image_channels(image_shape) -> int:
+    """C of an ``image_shape``: (H, W) is one channel, (H, W, C) has C."""
+    return 1 if len(image_shape) == 2 else int(image_shape[2])
+
+
+def require_image(kind: str, image_shape, levels: int) -> tuple[int, int, int]:
+    """(H, W, C) of the data's images, H and W checked divisible by 2**levels (each level halves
+    them)."""
+    if image_shape is None or len(image_shape) not in (2, 3):
+        raise UserError(f"model.kind: '{kind}' needs image data (data.kind {IMAGE_KINDS}); "
                         f"use model.kind mlp for vectors")
-    h, w = image_shape
+    h, w = image_shape[:2]
     if h % 2**levels or w % 2**levels:
         raise UserError(f"model.channels: {levels} resolution halvings need image sides divisible by {2**levels}, "
                         f"the images are {h}×{w}; use fewer entries in model.channels")
-    return h, w
+    return int(h), int(w), image_channels(image_shape)
 
 
 def patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -86,18 +96,18 @@ def res_block(cin: int, cout: int, emb_dim: int | None, act, rngs):
     return ResBlock()
 
 
-def unet(channels: list[int], emb_dim: int | None, act, rngs):
-    """A small U-Net (Ronneberger et al. 2015) on one-channel images: a stem conv, one residual
-    block per entry of ``channels`` with 2× average-pool down-sampling between them, a residual
-    middle block, the mirrored path up (nearest-neighbour up-sampling, concatenated skips), and
-    a 3×3 output conv. With ``emb_dim`` each block adds a projection of a conditioning
-    embedding (the noise level, for score networks)."""
+def unet(channels: list[int], emb_dim: int | None, act, rngs, pixel_channels: int = 1):
+    """A small U-Net (Ronneberger et al. 2015) on images of ``pixel_channels`` channels (C in, C
+    out): a stem conv, one residual block per entry of ``channels`` with 2× average-pool
+    down-sampling between them, a residual middle block, the mirrored path up (nearest-neighbour
+    up-sampling, concatenated skips), and a 3×3 output conv. With ``emb_dim`` each block adds a
+    projection of a conditioning embedding (the noise level, for score networks)."""
     from flax import nnx
 
     class UNet(nnx.Module):
         def __init__(self):
             c0 = channels[0]
-            self.stem = conv(1, c0, 3, rngs)
+            self.stem = conv(pixel_channels, c0, 3, rngs)
             widths = [c0, *channels]
             self.down = nnx.List([res_block(a, b, emb_dim, act, rngs) for a, b in zip(widths[:-1], widths[1:])])
             self.mid = res_block(channels[-1], channels[-1], emb_dim, act, rngs)
@@ -107,7 +117,7 @@ def unet(channels: list[int], emb_dim: int | None, act, rngs):
                 cin = c
             self.up = nnx.List(ups)
             self.norm_out = nnx.GroupNorm(c0, num_groups=groups(c0), rngs=rngs)
-            self.out = conv(c0, 1, 3, rngs)
+            self.out = conv(c0, pixel_channels, 3, rngs)
 
         def __call__(self, img, emb=None):
             import jax.numpy as jnp
@@ -135,11 +145,11 @@ def upsample2(h):
     return jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
 
 
-def to_images(x, hw: tuple[int, int]):
-    """(B, H·W) rows → (B, H, W, 1) images."""
-    return x.reshape(x.shape[0], hw[0], hw[1], 1)
+def to_images(x, shape: tuple[int, ...]):
+    """(B, H·W·C) rows → (B, H, W, C) images; ``shape`` is (H, W) (C = 1) or (H, W, C)."""
+    return x.reshape(x.shape[0], shape[0], shape[1], image_channels(shape))
 
 
 def to_rows(img):
-    """(B, H, W, 1) images → (B, H·W) rows."""
+    """(B, H, W, C) images → (B, H·W·C) rows (H, W, C order)."""
     return img.reshape(img.shape[0], -1)

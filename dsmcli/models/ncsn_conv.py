@@ -3,7 +3,8 @@
 A U-Net (``conv_blocks.unet``) whose residual blocks each add a per-channel projection of an
 embedding of log σ (a two-layer MLP), with the NCSNv2 output scaling s(x, σ) = f(x, σ)/σ
 (Song & Ermon 2020, technique 3), as ``ncsn_mlp`` does for vectors. The default network of
-``objective.kind: ncsn`` on image data (``digits``, ``mnist``).
+``objective.kind: ncsn`` on image data (``digits``, ``mnist``, ``images``, ``cifar10``; C
+channels in and out).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dsmcli.models.conv_blocks import require_image, to_images, to_rows, unet
 from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
-NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist)
+NEEDS_IMAGES = True  # built with the data's ``image_shape`` (digits, mnist, images, cifar10)
 
 
 class Config(Section):
@@ -31,7 +32,7 @@ def build(cfg: Config, dim: int, rngs, image_shape=None, **options):
     from flax import nnx
 
     act = activation_fn(cfg.activation)
-    hw = require_image("ncsn_conv", image_shape, len(cfg.channels) - 1)
+    hw = require_image("ncsn_conv", image_shape, len(cfg.channels) - 1)  # (H, W, C)
 
     class NoiseConditionalConv(nnx.Module):
         noise_conditional = True
@@ -39,7 +40,7 @@ def build(cfg: Config, dim: int, rngs, image_shape=None, **options):
         def __init__(self):
             self.embed = nnx.List([nnx.Linear(1, cfg.embedding, rngs=rngs),
                                    nnx.Linear(cfg.embedding, cfg.embedding, rngs=rngs)])
-            self.unet = unet(cfg.channels, cfg.embedding, act, rngs)
+            self.unet = unet(cfg.channels, cfg.embedding, act, rngs, hw[2])
 
         def __call__(self, x, sigma):
             sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype).reshape(-1, 1), (x.shape[0], 1))

@@ -129,6 +129,23 @@ class Objective:
         """The objective's own noise schedule σ₁ > … > σ_L (annealed sampling default), or None."""
         return None
 
+    sde = None  # the forward SDE (``dsmcli.sde.SDE``) of continuous-time score models
+
+    def score_t(self, model, x, t):
+        """s(x, t): the score of the SDE's marginal p_t at time ``t`` (scalar or ``(B,)``), for
+        objectives with an ``sde``."""
+        raise NotImplementedError
+
+    def prior_log_prob(self, x):
+        """log p_T(x) row-wise: the SDE's reference prior (an oracle: the exact marginal at T)."""
+        return self.sde.prior_log_prob(x)
+
+    def prior_sample(self, key, n: int, dim: int):
+        """``n`` draws of the distribution the reverse-time samplers start from (see ``prior_log_prob``)."""
+        import jax
+
+        return self.sde.prior_std * jax.random.normal(key, (n, dim))
+
     @property
     def has_energy(self) -> bool:
         return self.model_kind in ("energy", "tied_dae")

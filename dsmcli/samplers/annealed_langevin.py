@@ -8,7 +8,11 @@ levels, or the objective's own schedule), level i runs T = ``sample.steps`` ULA 
 on the score of the σᵢ-smoothed density; ``denoise: true`` ends with the noise-free step
 x ← x + σ_L² s(x, σ_L) (Tweedie's denoiser). The MCMC trace (``ess``, ``rhat``) is that of the
 last level's T steps, where the chains target one law, the σ_L-smoothed density. Needs a noise-conditional score (the oracle, whose
-smoothed score is exact, or an NCSN).
+smoothed score is exact, an NCSN, or a VE-SDE model).
+
+Inpainting (``sample.inpaint``): after every step the known coordinates are set to the observed
+values perturbed to the level, y + σᵢz (Song & Ermon 2019, §5 and their ``anneal_Langevin_
+dynamics_inpainting``), and to y itself at the end; the unknown ones are drawn given them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from dsmcli.samplers.base import require
+
+INPAINTS = True
 
 
 def schedule(target, cfg) -> np.ndarray:
@@ -33,7 +39,7 @@ def check(target, cfg) -> None:
             "sample.sigma_min and sample.n_sigmas")
 
 
-def run(target, x0, key, cfg):
+def run(target, x0, key, cfg, condition=None):
     import jax
     import jax.numpy as jnp
 
@@ -51,9 +57,14 @@ def run(target, x0, key, cfg):
         sigma, alpha = jnp.asarray(sigmas)[level], jnp.asarray(alphas)[level]
         z = jax.random.normal(jax.random.fold_in(key, t), x.shape, x.dtype)
         x = x + 0.5 * alpha * target.score_at(x, sigma) + jnp.sqrt(alpha) * z
+        if condition is not None:
+            y, known = condition
+            x = jnp.where(known, y + sigma * jax.random.normal(jax.random.fold_in(key, len(levels) + t), y.shape, y.dtype), x)
         return (x, trace.record(buf, t - last, x)), None
 
     (x, buf), _ = jax.lax.scan(step, (x0, trace.init(x0)), (jnp.arange(len(levels)), levels))
     if cfg.denoise:
         x = x + sigmas[-1] ** 2 * target.score_at(x, sigmas[-1])
+    if condition is not None:
+        x = jnp.where(condition[1], condition[0], x)
     return x, {"trace": buf}

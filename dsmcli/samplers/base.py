@@ -1,7 +1,9 @@
 """What samplers share: the target they sample and the Langevin proposal.
 
 ``Target`` carries the model's score s(x), and where the model has them, the noise-conditional
-score s(x, σ), the energy E(x) (−log p up to a constant) and the objective's own σ schedule.
+score s(x, σ), the energy E(x) (−log p up to a constant), the objective's own σ schedule, and
+for continuous-time models the time-conditional score s(x, t), the forward SDE and the draws of
+the distribution the reverse-time samplers start from.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ class Target:
     sigmas: tuple[float, ...] | None = None
     decode: Callable | None = None
     latent_dim: int | None = None
+    score_t: Callable | None = None
+    sde: object | None = None
+    prior_sample: Callable | None = None  # (key, n) -> (n, D)
+    training_codes: Callable | None = None  # () -> enc(x) (N, K) of the training rows (models with codes)
+    seed: int = 0  # the run's seed (what is fitted to the run, e.g. a prior over its codes)
     description: str = "this model"
+
+
+def require_sde(target, kind: str) -> None:
+    require(target.score_t is not None,
+            f"sample.kind: '{kind}' integrates a reverse-time SDE or ODE and needs a time-conditional score "
+            f"s(x, t), which {target.description} has not (use objective.kind sde, or oracle with objective.sde)")
 
 
 def log_q(x_to, x_from, s_from, eps):

@@ -1,0 +1,80 @@
+"""``isomap``: Isomap at ``model.latent`` components (Tenenbaum, de Silva & Langford 2000; survey
+§4.6), fitted once on the training rows (scikit-learn ``Isomap(n_components=K, n_neighbors=
+n_neighbors)``), so it trains nothing: geodesic distances along the ``n_neighbors``-nearest-
+neighbour graph, embedded by classical MDS (kernel PCA).
+
+* codes: Isomap's ``transform`` of any rows (training rows included, which it maps to their
+  fitted embedding but for rare rows whose geodesics it shortens), placing each through its
+  nearest training rows; called from jit-compiled code through ``jax.pure_callback`` (on the
+  host);
+* reconstructions: Isomap has no decoder. As for ``lda``, ``reconstruct``/``decode_mean`` are
+  the least-squares affine decoder from the codes, x̂ = z W + c fitted on the training rows'
+  codes (``transform``'s), so
+  ``recon_mse`` is what an affine read-out of the codes keeps (at least PCA's at the same K),
+  ``anomaly_auroc`` scores with that error and ``ancestral`` decodes through it;
+* memory and time: the geodesic distances are N × N for N training rows (refused where they
+  cannot fit; digits' 1437 rows fit in about a second).
+
+The ``mlp`` of ``model`` is built (``latent`` is K) but not used.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import PositiveInt
+
+from dsmcli.errors import UserError
+from dsmcli.objectives.autoencoder import AutoencoderObjective
+from dsmcli.objectives.lda import affine_decoder
+from dsmcli.section import Section
+
+
+class Config(Section):
+    kind: Literal["isomap"] = "isomap"
+    n_neighbors: PositiveInt = 10
+
+
+class Isomap(AutoencoderObjective):
+    trains = False
+
+    def __init__(self, cfg, data, model_cfg):
+        super().__init__(cfg, data, model_cfg)
+        from sklearn.manifold import Isomap as SkIsomap
+
+        from dsmcli import memory
+
+        n = len(data.x_train)
+        if cfg.n_neighbors >= n:
+            raise UserError(f"objective.n_neighbors: {cfg.n_neighbors} neighbours need more training rows than the "
+                            f"{n} there are; set it below {n}")
+        memory.check(4 * 8.0 * n * n, f"objective.kind 'isomap' on {n} training rows (N × N geodesic distances)",
+                     "use fewer training rows")
+        x = np.asarray(data.x_train, np.float64)
+        self.k = model_cfg.latent
+        self.fitted = SkIsomap(n_components=self.k, n_neighbors=cfg.n_neighbors).fit(x)
+        w, c = affine_decoder(self.transform(x), x)
+        self.w, self.c = w.astype(np.float32), c.astype(np.float32)  # (K, D), (D,)
+
+    def transform(self, x) -> np.ndarray:
+        """Isomap's codes of rows ``x`` (NumPy, float32)."""
+        return self.fitted.transform(np.asarray(x, np.float64)).astype(np.float32)
+
+    def loss(self, model, x, key, train_set):
+        raise RuntimeError("the isomap objective is fitted in closed form, not trained")
+
+    def encode(self, model, x):
+        import jax
+        import jax.numpy as jnp
+
+        return jax.pure_callback(self.transform, jax.ShapeDtypeStruct((x.shape[0], self.k), jnp.float32), x)
+
+    def reconstruct(self, model, x):
+        return self.decode_mean(model, self.encode(model, x))
+
+    def decode_mean(self, model, z):
+        return z @ self.w + self.c
+
+
+make = Isomap
