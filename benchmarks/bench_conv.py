@@ -1,12 +1,19 @@
 """Why the image networks compute convolutions as im2col + matmul (``conv_blocks.patch_conv``).
 
-The NCSN training step on the digits (``ncsn_conv``, channels [32, 64], batch 128: loss, gradient)
-is timed three ways, interleaved over ``--rounds`` rounds, compile excluded:
+The NCSN training step on the digits (``ncsn_conv``, channels [32, 64], batch 128: loss, gradient
+and a plain SGD update of every parameter by its gradient) is timed three ways, interleaved over
+``--rounds`` rounds, compile excluded:
 
 * **patch_conv in scan**: the library's network, ``--steps`` steps fused in one ``lax.scan``
   (what ``dsm train`` runs);
 * **XLA conv in scan**: the same network with ``nnx.Conv``'s own ``lax.conv_general_dilated``;
 * **XLA conv, one jit per step**: the same, dispatched step by step (no while loop).
+
+Every timed call returns the parameters after its ``--steps`` updates and is blocked on, so every
+gradient leaf (in particular every weight-gradient convolution) is computed: XLA removes whatever
+does not reach an output. (Until 2026-12-02 the scanned contenders summed only the first gradient
+leaf, and XLA dropped the rest of the backward pass.) All three contenders start from the same
+parameters and do the same steps; their final parameters are compared (``max_param_diff``).
 
 On XLA:CPU the weight-gradient convolution inside a ``while`` loop is many times slower than
 outside one; as a matmul it is not. Prints ms per step and writes ``--out`` JSON.
@@ -15,6 +22,7 @@ outside one; as a matmul it is not. Prints ms per step and writes ``--out`` JSON
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import sys
 import time
@@ -23,10 +31,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine_info  # noqa: E402
+from benchmarks.common import loadavg, machine_info  # noqa: E402
+
+LR = 1e-3  # the SGD step that makes every gradient leaf reach the timed function's output
+
+# name -> (convolutions as patch_conv?, steps fused in one lax.scan?)
+CONTENDERS = {
+    "patch_conv in scan": (True, True),
+    "XLA conv in scan": (False, True),
+    "XLA conv, one jit per step": (False, False),
+}
 
 
-def build(use_patch: bool):
+def build(use_patch: bool, channels=(32, 64)):
     import jax.lax
 
     from dsmcli import config, experiment
@@ -37,44 +54,74 @@ def build(use_patch: bool):
         conv_blocks.patch_conv = jax.lax.conv_general_dilated
     try:
         raw = {"name": "b", "data": {"kind": "digits"}, "objective": {"kind": "ncsn"},
-               "model": {"kind": "ncsn_conv", "channels": [32, 64]}}
+               "model": {"kind": "ncsn_conv", "channels": list(channels)}}
         return experiment.build(config.validate(raw, "bench"))
     finally:
         if not use_patch:
             conv_blocks.patch_conv = original
 
 
-def runners(steps: int, batch: int):
+def step_functions(exp, x):
+    """``(grad, step)``: ``grad(p, t)`` the gradient pytree of the loss at step ``t`` (its own noise
+    key), ``step(p, t)`` the parameters after one SGD update by *all* of it."""
+    import jax
+
+    def grad(p, t):
+        key = jax.random.fold_in(jax.random.key(0), t)
+        return jax.grad(lambda q: exp.objective.loss(exp.net(q), x, key, None)[0])(p)
+
+    def step(p, t):
+        return jax.tree.map(lambda w, g: w - LR * g, p, grad(p, t))
+
+    return grad, step
+
+
+def make_call(step, params, steps: int, fused: bool):
+    """A compiled ``call(p)``: the parameters after ``steps`` SGD steps from ``p``, blocked on.
+    ``fused``: one dispatch of a ``lax.scan`` carrying the parameters; else one ``jax.jit``
+    dispatch per step."""
     import jax
     import jax.numpy as jnp
 
-    out = {}
-    for name, use_patch, fused in [("patch_conv in scan", True, True), ("XLA conv in scan", False, True),
-                                   ("XLA conv, one jit per step", False, False)]:
-        exp = build(use_patch)
-        x = jnp.asarray(exp.data.x_train[:batch])
+    if fused:
+        def run(p):
+            return jax.lax.scan(lambda q, t: (step(q, t), None), p, jnp.arange(steps))[0]
 
-        def grad(p, t, exp=exp, x=x):
-            key = jax.random.fold_in(jax.random.key(0), t)
-            return jax.grad(lambda q: exp.objective.loss(exp.net(q), x, key, None)[0])(p)
+        fn = jax.jit(run).lower(params).compile()
+        return lambda p: jax.block_until_ready(fn(p))
+    fn = jax.jit(step).lower(params, 0).compile()
 
-        if fused:
-            def run(p, grad=grad):
-                body = lambda c, t: (c + jax.tree.leaves(grad(p, t))[0].sum(), None)  # noqa: E731
-                return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+    def call(p):
+        for t in range(steps):
+            p = fn(p, t)
+        return jax.block_until_ready(p)
 
-            fn = jax.jit(run).lower(exp.params).compile()
-            call = lambda fn=fn, p=exp.params: jax.block_until_ready(fn(p))  # noqa: E731
-        else:
-            fn = jax.jit(grad).lower(exp.params, 0).compile()
+    return call
 
-            def call(fn=fn, p=exp.params):
-                for t in range(steps):
-                    r = fn(p, t)
-                jax.block_until_ready(r)
-        call()
-        out[name] = call
+
+def contenders(steps: int, batch: int, names=None, channels=(32, 64)) -> dict:
+    """name -> ``{"call", "params", "grad"}`` for the contenders in ``names`` (default all):
+    ``call(params)`` is the timed function (compiled), ``grad(p, t)`` the gradient of step ``t``
+    (one function per network, shared by its contenders), for checks. ``channels``: the U-Net's
+    (the benchmark's [32, 64]; the tests use a smaller one)."""
+    import jax.numpy as jnp
+
+    out, built = {}, {}
+    for name in names or CONTENDERS:
+        use_patch, fused = CONTENDERS[name]
+        if use_patch not in built:
+            exp = build(use_patch, channels)
+            built[use_patch] = (exp, *step_functions(exp, jnp.asarray(exp.data.x_train[:batch])))
+        exp, grad, step = built[use_patch]
+        out[name] = {"call": make_call(step, exp.params, steps, fused), "params": exp.params, "grad": grad}
     return out
+
+
+def max_param_diff(a, b) -> float:
+    import jax
+    import numpy as np
+
+    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def main(argv=None) -> int:
@@ -84,18 +131,29 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_conv.json"))
     args = ap.parse_args(argv)
-    contenders = runners(args.steps, args.batch)
-    times = {k: [] for k in contenders}
+    started = _dt.datetime.now(_dt.timezone.utc)
+    load_before = loadavg()
+    runs = contenders(args.steps, args.batch)
+    final = {name: c["call"](c["params"]) for name, c in runs.items()}  # first execution: not timed
+    times = {k: [] for k in runs}
     for _ in range(args.rounds):
-        for name, call in contenders.items():
+        for name, c in runs.items():
             t0 = time.perf_counter()
-            call()
+            c["call"](c["params"])
             times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
     best = {k: min(v) for k, v in times.items()}
+    ref = next(iter(final))
+    diffs = {k: max_param_diff(final[ref], v) for k, v in final.items() if k != ref}
     for k, v in best.items():
         print(f"{k:30s} {v:8.1f} ms/step   ({best['XLA conv in scan'] / v:.2f}× XLA conv in scan)")
-    Path(args.out).write_text(json.dumps({"machine": machine_info(), "ms_per_step_best": best, "all": times,
-                                          "steps": args.steps, "batch": args.batch}, indent=2))
+    print(f"max |Δ final params| vs {ref}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    Path(args.out).write_text(json.dumps({
+        "machine": machine_info(), "date": started.isoformat(timespec="seconds"),
+        "load_before": load_before, "load_after": loadavg(),
+        "timed": f"loss, gradient and an SGD update (lr {LR}) of every parameter per step; the call returns "
+                 "the final parameters and is blocked on",
+        "ms_per_step_best": best, "all": times, "steps": args.steps, "batch": args.batch,
+        "rounds": args.rounds, "max_param_diff_vs_" + ref.replace(" ", "_"): diffs}, indent=2) + "\n")
     return 0
 
 

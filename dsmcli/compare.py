@@ -292,7 +292,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-COLUMNS = ("score_error", "score_error_floor", "hessian_error", "hessian_error_floor", "recon_mse", "elbo", "probe_acc", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "kid", "kid_std", "kid_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
+COLUMNS = ("score_error", "score_error_floor", "hessian_error", "hessian_error_floor", "recon_mse", "elbo", "nll_iw", "test_acc", "probe_acc", "trustworthiness", "kmeans_nmi", "anomaly_auroc", "fd", "fd_floor", "kid", "kid_std", "kid_floor", "mmd", "sliced_w2", "mode_weight_error", "mode_weights", "escaped_fraction", "acceptance",
            "step_size", "ess", "ess_per_s", "rhat", "ksd", "ksd_model",
            "kl_grid", "nll", "nll_se", "bpd", "nfe", "inpaint_mse", "inpaint_mse_unconditional",
            "loss", "loss_excess", "steps_per_sec", "wall_s")

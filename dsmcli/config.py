@@ -307,6 +307,7 @@ class EvalConfig(Section):
     rtol: PositiveFloat = 1e-5
     atol: PositiveFloat = 1e-5
     steps: PositiveInt = 100
+    iw_samples: PositiveInt = 1000  # importance samples per row of nll_iw (VAE family; the first nll_n rows)
 
 
 SEED_LIMIT = 2**32

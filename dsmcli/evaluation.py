@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def evaluate(exp, params, names: list[str] | None = None) -> dict:
+def evaluate(exp, params, names: list[str] | None = None, *, final: bool = True) -> dict:
     """The model metrics of the registry (``dsmcli.metrics``): every default one that applies,
-    or those named."""
+    or those named (``final: false``: an intermediate evaluation, without the costly ones)."""
     from dsmcli import metrics
 
-    return metrics.evaluate_model(metrics.ModelView(exp, params), names)
+    return metrics.evaluate_model(metrics.ModelView(exp, params), names, final=final)
 
 
 def interpolations(exp, params, pairs: int = 8, steps: int = 8):

@@ -339,7 +339,7 @@ def run(plan: Plan, run_dir: Path) -> dict:
             elif step_fn.compile_s > compile_before:  # a dispatch of another length (the run's last)
                 record["compile_s"] = round(step_fn.compile_s - compile_before, 3)
             if step % cfg.train.eval_every == 0 or step == total:
-                record.update(evaluate(exp, eval_params(state)))
+                record.update(evaluate(exp, eval_params(state), final=step == total))
                 evaluated_at = step
             append(record)
             last = record

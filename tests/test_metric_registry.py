@@ -116,8 +116,46 @@ def mean_fill_mse():
     return float(np.mean((data.x_train[:, 1].astype(np.float64).mean() - data.x_test[:300, 1]) ** 2))
 
 
+def linear_gaussian_vae(w=(1.2, -0.7), b=(0.3, 0.5), s=0.5):
+    """A VAE that is a linear-Gaussian model with its exact posterior: an ``mlp`` with no hidden
+    layers (linear encoder and decoder), latent K = 1 on the 2-D GMM, gaussian likelihood with
+    decoder_std s: p(z) = N(0, 1), p(x|z) = N(wz + b, s²I), so p(x) = N(b, wwᵀ + s²I). The
+    encoder set to the exact posterior N(v wᵀ(x − b)/s², v), v = 1/(1 + wᵀw/s²), makes every
+    importance weight p(x), so nll_iw = −mean log p(x) over the first nll_n rows for any k."""
+    import jax.numpy as jnp
+
+    raw = {"name": "t", "data": GMM, "model": {"kind": "mlp", "hidden": [], "latent": 1},
+           "objective": {"kind": "vae", "likelihood": "gaussian", "decoder_std": s}}
+    exp = experiment.build(config.validate(raw, "test"))
+    w, b = np.asarray(w), np.asarray(b)
+    v = 1.0 / (1.0 + w @ w / s**2)
+    enc, dec = exp.params["encoder"][0], exp.params["decoder"][0]
+    dec["kernel"][...], dec["bias"][...] = jnp.asarray(w[None], jnp.float32), jnp.asarray(b, jnp.float32)
+    a = v * w / s**2  # mean = a·x − a·b, log-variance = log v (no x)
+    enc["kernel"][...] = jnp.asarray(np.stack([a, np.zeros(2)], 1), jnp.float32)
+    enc["bias"][...] = jnp.asarray([-a @ b, np.log(v)], jnp.float32)
+    cov = np.outer(w, w) + s**2 * np.eye(2)
+    x = exp.data.x_test[: exp.cfg.eval.nll_n].astype(np.float64) - b
+    log_p = -0.5 * (np.einsum("nd,de,ne->n", x, np.linalg.inv(cov), x) + np.linalg.slogdet(2 * np.pi * cov)[1])
+    return ModelView(exp, exp.params), -float(log_p.mean())
+
+
+def ssl_view():
+    exp = build("ssl_ae", "digits", latent=8)
+    return ModelView(exp, exp.params)
+
+
+def direct_test_acc():
+    view = ssl_view()
+    logits = np.asarray(view.exp.objective.classify(view.exp.net(view.params), view.data.x_test))
+    return float(np.mean(np.argmax(logits, 1) == view.data.y_test))
+
+
 CASES = {
+    "test_acc": (ssl_view, lambda r: r["test_acc"] == pytest.approx(direct_test_acc(), abs=1e-9), True),
     "nll": (oracle_sde, lambda r: abs(r["nll"] - exact_nll(oracle_sde())) < 0.01, True),
+    "nll_iw": (lambda: linear_gaussian_vae()[0],
+               lambda r: r["nll_iw"] == pytest.approx(linear_gaussian_vae()[1], rel=1e-5) and r["nll_iw_k"] == 1000, True),
     "inpaint_mse": (inpainted_truth,
                     lambda r: r["inpaint_mse"] == 0 and r["inpaint_mse_mean"] == pytest.approx(mean_fill_mse(), rel=1e-6), False),
     "score_error": (lambda: ModelView(build("oracle"), build("oracle").params),
@@ -204,3 +242,10 @@ def test_selection_by_name_and_its_errors():
         metrics.evaluate_samples(ctx, ["fd"])
     with pytest.raises(UserError, match="unknown|not a metric"):
         metrics.evaluate_samples(ctx, ["nope"])
+
+
+def test_costly_metrics_are_left_out_of_intermediate_evaluations_only():
+    view = linear_gaussian_vae()[0]
+    assert not metrics.REGISTRY["nll_iw"].periodic
+    assert "nll_iw" in metrics.evaluate_model(view) and "nll_iw" not in metrics.evaluate_model(view, final=False)
+    assert "nll_iw" in metrics.evaluate_model(view, ["nll_iw"], final=False)  # asked for by name: computed

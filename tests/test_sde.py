@@ -119,7 +119,7 @@ FIVE_D = {"kind": "gmm", "means": (2 * np.random.default_rng(0).normal(size=(3, 
           "weights": [0.3, 0.5, 0.2], "n_train": 500, "n_test": 200}
 
 
-@pytest.mark.parametrize("sde", ["ve", "vp"])
+@pytest.mark.parametrize("sde", ["ve", "vp", "subvp"])
 def test_oracle_nll_5d_exact_trace_and_hutchinson_within_three_standard_errors(sde):
     from dsmcli import metrics
 

@@ -4,7 +4,8 @@ Each module defines ``Config`` (a pydantic section whose ``kind`` literal is its
 ``build(cfg) -> Dataset``. Optional: ``nbytes(cfg)``, an upper estimate of the memory that
 ``build`` takes (checked before building; kinds sampled from a generating process get one from
 ``n_train``/``n_test`` automatically), and ``source_files(cfg)``, the files it reads (recorded in
-the run's provenance). Adding a data kind = one new module + one line here + its test (the
+the run's provenance). Labelled kinds take ``labels_per_class`` (semi-supervised learning: only
+that many labels per class are given to the model; ``Dataset.labelled``). Adding a data kind = one new module + one line here + its test (the
 registry contract test picks it up automatically).
 """
 
@@ -38,7 +39,13 @@ def build(cfg) -> Dataset:
     if need:
         fix = getattr(REGISTRY[cfg.kind], "NBYTES_FIX", "lower data.n_train or data.n_test")
         memory.check(need, f"data.kind {cfg.kind}", fix)
-    return REGISTRY[cfg.kind].build(cfg)
+    dataset = REGISTRY[cfg.kind].build(cfg)
+    per_class = getattr(cfg, "labels_per_class", None)
+    if per_class is not None:
+        from dsmcli.data.base import keep_labels_per_class
+
+        dataset = keep_labels_per_class(dataset, per_class, getattr(cfg, "seed", 0))
+    return dataset
 
 
 __all__ = ["REGISTRY", "Dataset", "Density", "build", "estimated_bytes"]

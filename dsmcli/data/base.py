@@ -83,6 +83,16 @@ class Dataset:
     # Quantised pixels: coordinate j holds a_j·k + b_j for integer levels k; ``quantization`` is a
     # (its bin width in the model's space, (D,)): uniform dequantisation and bits/dim use it.
     quantization: np.ndarray | None = field(default=None, repr=False)
+    # ``data.labels_per_class``: the training rows whose label a model may use (semi-supervised
+    # learning); None: every label. ``y_train`` keeps all labels for the evaluation tools.
+    labelled: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def labelled_rows(self) -> np.ndarray:
+        """Indices of the training rows whose labels the model may use."""
+        if self.y_train is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.labelled) if self.labelled is not None else np.arange(len(self.y_train))
 
     @property
     def dim(self) -> int:
@@ -91,6 +101,27 @@ class Dataset:
     @property
     def has_score(self) -> bool:
         return self.density is not None and self.density.has_score
+
+
+def keep_labels_per_class(dataset: Dataset, per_class: int, seed: int) -> Dataset:
+    """``dataset`` with the labels of ``per_class`` training rows of each class (the first of a
+    permutation seeded by ``seed``) marked usable, the others' hidden from the model."""
+    import dataclasses
+
+    from dsmcli.errors import UserError
+
+    if dataset.y_train is None:
+        raise UserError(f"data.labels_per_class: data.kind '{dataset.kind}' has no labels")
+    y = np.asarray(dataset.y_train)
+    order = np.random.default_rng(seed).permutation(len(y))
+    mask = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        rows = order[y[order] == c]
+        if len(rows) < per_class:
+            raise UserError(f"data.labels_per_class: {per_class} labels per class, but class {c} has only "
+                            f"{len(rows)} training rows; lower it (or omit it: every label)")
+        mask[rows[:per_class]] = True
+    return dataclasses.replace(dataset, labelled=mask)
 
 
 def plot_bounds(x: np.ndarray, margin: float = 0.15) -> tuple[tuple[float, float], ...]:

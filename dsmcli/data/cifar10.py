@@ -45,6 +45,7 @@ class Config(Section):
     limit_train: PositiveInt | None = None  # the first N of the 50000 training images
     limit_test: PositiveInt | None = None  # the first N of the 10000 test images
     holdout_class: int | None = Field(None, ge=0, le=9)  # removed from training (anomaly detection)
+    labels_per_class: PositiveInt | None = None  # only this many training labels per class are used (semi-supervised)
 
 
 def _names(version: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from dsmcli.data.base import Dataset
 from dsmcli.section import Section
@@ -24,6 +24,7 @@ class Config(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: NonNegativeInt = 0
     holdout_class: int | None = Field(None, ge=0, le=9)  # removed from training (anomaly detection)
+    labels_per_class: PositiveInt | None = None  # only this many training labels per class are used (semi-supervised)
 
 
 def build(cfg: Config) -> Dataset:

@@ -51,6 +51,7 @@ class Config(Section):
     seed: NonNegativeInt = 0  # seeds the split and the subset of ``limit`` (not the experiment)
     limit: int | None = Field(None, ge=2)  # at most this many images (a seeded, stratified subset)
     holdout_class: NonNegativeInt | None = None  # removed from training (anomaly detection); needs labels
+    labels_per_class: PositiveInt | None = None  # only this many training labels per class are used (semi-supervised)
 
 
 def _visible(name: str) -> bool:

@@ -36,6 +36,7 @@ class Config(Section):
     path: FilePath
     limit_train: PositiveInt | None = None
     holdout_class: int | None = Field(None, ge=0, le=9)
+    labels_per_class: PositiveInt | None = None  # only this many training labels per class are used (semi-supervised)
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -15,11 +15,12 @@ does not exist, is of another input, or does not apply to the run is a user erro
 from __future__ import annotations
 
 from dsmcli.errors import UserError
-from dsmcli.metrics import codes, density, distances, fd, hessian, inpainting, kid, likelihood, mcmc, modes, objective, score, stein
+from dsmcli.metrics import classification, codes, density, distances, fd, hessian, inpainting, kid, likelihood, mcmc, modes, objective, score, stein
 from dsmcli.metrics import trustworthiness
+from dsmcli.metrics import iwae
 from dsmcli.metrics.base import INPUTS, Metric, ModelView, SampleSet
 
-MODULES = (score, hessian, density, likelihood, codes, trustworthiness, objective, distances, modes, fd, kid, stein, mcmc, inpainting)
+MODULES = (score, hessian, density, likelihood, codes, classification, iwae, trustworthiness, objective, distances, modes, fd, kid, stein, mcmc, inpainting)
 REGISTRY: dict[str, Metric] = {m.name: m for module in MODULES for m in module.METRICS}
 
 COMMAND_INPUTS = {"eval": ("model",), "sample": ("samples", "chains")}
@@ -60,8 +61,11 @@ def compute(metrics: list[Metric], ctx) -> dict:
     return out
 
 
-def evaluate_model(view: ModelView, names: list[str] | None = None) -> dict:
-    return compute(select(names, COMMAND_INPUTS["eval"], view, "eval"), view)
+def evaluate_model(view: ModelView, names: list[str] | None = None, *, final: bool = True) -> dict:
+    """The model metrics of ``view``; ``final: false`` (the trainer's intermediate evaluations)
+    leaves out the default metrics that are not ``periodic``."""
+    chosen = select(names, COMMAND_INPUTS["eval"], view, "eval")
+    return compute([m for m in chosen if final or m.periodic or names is not None], view)
 
 
 def evaluate_samples(samples: SampleSet, names: list[str] | None = None) -> dict:

@@ -35,6 +35,7 @@ class Metric:
     doc: str = ""
     default: bool = True
     describe: Callable[[Any], dict] | None = None
+    periodic: bool = True  # also at the trainer's intermediate evaluations (False: costly; last step and dsm eval only)
 
 
 def protocol(metrics, ctx) -> dict:

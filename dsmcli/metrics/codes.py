@@ -10,7 +10,7 @@ def code_tasks(exp, params) -> dict:
 
     ``recon_mse``: mean over test rows and dimensions of (r(x) − x)²; ``elbo`` (VAE family):
     mean test ELBO per example in nats (one z sample); ``probe_acc``: logistic regression on
-    training codes, accuracy on test codes; ``kmeans_nmi``: k-means on test codes with k = the
+    training codes (of the labelled rows only, with ``data.labels_per_class``), accuracy on test codes; ``kmeans_nmi``: k-means on test codes with k = the
     number of classes, normalised mutual information with the labels; ``anomaly_auroc``: with
     ``holdout_class`` absent from training, the AUROC of the reconstruction error for telling
     that class from the others in the test rows.
@@ -34,7 +34,8 @@ def code_tasks(exp, params) -> dict:
 
         z_train = np.asarray(model_fn(data.x_train)[0])
         scaler = StandardScaler().fit(z_train)
-        probe = LogisticRegression(max_iter=2000).fit(scaler.transform(z_train), data.y_train)
+        rows = data.labelled_rows  # data.labels_per_class: the probe sees the labels the model saw
+        probe = LogisticRegression(max_iter=2000).fit(scaler.transform(z_train[rows]), data.y_train[rows])
         out["probe_acc"] = float(probe.score(scaler.transform(z_test), data.y_test))
         k = len(np.unique(data.y_test))
         clusters = KMeans(n_clusters=k, n_init=10, random_state=exp.cfg.seed).fit_predict(z_test)

@@ -4,12 +4,12 @@ contract test covers it automatically); the trainer, samplers and CLI never name
 
 from __future__ import annotations
 
-from dsmcli.objectives import aae, ae, autorec, beta_vae, cae, dae, dsm, esm, ism, ncsn, oracle, pca, rcae, sde, sparse_ae, ssm, vae, wae
+from dsmcli.objectives import aae, ae, autorec, beta_vae, cae, dae, dsm, esm, ism, ncsn, oracle, pca, rcae, sde, sparse_ae, ssl_ae, ssm, vae, wae
 from dsmcli.objectives import isomap, lda  # fitted in closed form, like pca
 from dsmcli.objectives.base import Objective
 
 REGISTRY = {m.Config.model_fields["kind"].default: m for m in (
-    oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn, sde, ae, sparse_ae, vae, beta_vae, wae, aae, pca, lda, isomap, autorec
+    oracle, esm, ism, ssm, dsm, dae, cae, rcae, ncsn, sde, ae, sparse_ae, vae, beta_vae, wae, aae, ssl_ae, pca, lda, isomap, autorec
 )}
 
 

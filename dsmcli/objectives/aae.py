@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from dsmcli.objectives.autoencoder import AutoencoderObjective, squared_error
+from dsmcli.objectives.autoencoder import AutoencoderObjective, extended, squared_error
 from dsmcli.section import Section
 
 DISCRIMINATOR = "discriminator"  # the attribute holding the parameter group with its own optimiser
@@ -45,26 +45,10 @@ def logits(layers, z):
 
 
 def adversarial_autoencoder(autoencoder, latent: int, hidden: list[int], rngs):
-    """The autoencoder (delegated to) plus the latent discriminator, as one module."""
-    from flax import nnx
-
+    """The autoencoder plus the latent discriminator, as one module."""
     from dsmcli.models.mlp import stack
 
-    class AdversarialAutoencoder(nnx.Module):
-        def __init__(self):
-            self.autoencoder = autoencoder
-            self.discriminator = stack([latent, *hidden, 1], rngs)
-
-        def encode(self, x):
-            return self.autoencoder.encode(x)
-
-        def decode(self, z):
-            return self.autoencoder.decode(z)
-
-        def __call__(self, x):
-            return self.autoencoder(x)
-
-    return AdversarialAutoencoder()
+    return extended(autoencoder, discriminator=stack([latent, *hidden, 1], rngs))
 
 
 def frozen(module):

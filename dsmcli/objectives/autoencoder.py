@@ -26,6 +26,30 @@ class AutoencoderObjective(Objective):
         return False
 
 
+def extended(autoencoder, **parts):
+    """``autoencoder`` (encode, decode and reconstruction delegated to it) with further named
+    sub-networks of an objective beside it (a discriminator, a classifier head), as one module
+    whose parameters are ``autoencoder`` and ``parts``' names."""
+    from flax import nnx
+
+    class Extended(nnx.Module):
+        def __init__(self):
+            self.autoencoder = autoencoder
+            for name, part in parts.items():
+                setattr(self, name, part)
+
+        def encode(self, x):
+            return self.autoencoder.encode(x)
+
+        def decode(self, z):
+            return self.autoencoder.decode(z)
+
+        def __call__(self, x):
+            return self.autoencoder(x)
+
+    return Extended()
+
+
 def squared_error(recon, x):
     """‖r − x‖² per row (sum over dimensions)."""
     import jax.numpy as jnp

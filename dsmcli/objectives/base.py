@@ -38,6 +38,7 @@ class Objective:
     NEEDS_LATENT: bool = False  # an ``mlp`` must have a ``latent`` bottleneck
     HANDLES_MISSING: bool = False  # the loss masks NaN entries (data sets with unobserved values)
     DATA_KINDS: tuple[str, ...] | None = None  # the data kinds it is defined on (None: any)
+    NEEDS_LABELS: bool = False  # trains on class labels (a classifier)
 
     def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg

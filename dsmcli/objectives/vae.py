@@ -36,14 +36,23 @@ class VAE(AutoencoderObjective):
 
         mean, logvar = model.encode_stats(x)
         z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
-        out = model.decode(z)
-        if self.cfg.likelihood == "bernoulli":
-            nll = jnp.sum(jnp.logaddexp(0.0, out) - x * out, -1)  # BCE with logits
-        else:
-            s = self.cfg.decoder_std
-            nll = jnp.sum((x - out) ** 2, -1) / (2 * s**2) + 0.5 * x.shape[-1] * jnp.log(2 * jnp.pi * s**2)
+        nll = self._nll(model.decode(z), x)
         kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, -1)
         return nll, kl
+
+    def _nll(self, out, x):
+        """−log p(x|z) per row from the decoder's output ``out`` (logits or mean)."""
+        import jax.numpy as jnp
+
+        if self.cfg.likelihood == "bernoulli":
+            return jnp.sum(jnp.logaddexp(0.0, out) - x * out, -1)  # BCE with logits
+        s = self.cfg.decoder_std
+        return jnp.sum((x - out) ** 2, -1) / (2 * s**2) + 0.5 * x.shape[-1] * jnp.log(2 * jnp.pi * s**2)
+
+    def decoder_log_prob(self, model, x, z):
+        """log p(x|z) per row (nats, normalising constant included: a probability for binary x
+        under ``bernoulli``), the hook of ``nll_iw`` (dsmcli/metrics/iwae.py)."""
+        return -self._nll(model.decode(z), x)
 
     def loss(self, model, x, key, train_set):
         nll, kl = self._terms(model, x, key)
