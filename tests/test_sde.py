@@ -208,8 +208,8 @@ def _gaussian():
 @pytest.mark.parametrize("sample", [
     {"kind": "pc", "steps": 1000, "snr": 0.1, "corrector_steps": 2},
     # a schedule that ends where the chain still mixes (α_L·T = 5 ≫ the conditional variances)
-    {"kind": "annealed_langevin", "steps": 1000, "step_size": 0.005, "sigma_max": 1.0, "sigma_min": 0.05,
-     "n_sigmas": 5, "init": {"kind": "gaussian", "std": 1.0}},
+    pytest.param({"kind": "annealed_langevin", "steps": 1000, "step_size": 0.005, "sigma_max": 1.0, "sigma_min": 0.05,
+                  "n_sigmas": 5, "init": {"kind": "gaussian", "std": 1.0}}, marks=pytest.mark.slow),
 ], ids=["pc", "annealed_langevin"])
 def test_inpainting_draws_the_gaussian_conditional(sample):
     """A correlated 4-D Gaussian with the last two coordinates missing: the inpainted ones have

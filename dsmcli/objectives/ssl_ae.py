@@ -5,8 +5,9 @@ classifier on the codes, trained jointly with the reconstruction,
 
 — the reconstruction on every training row (the batch), the cross-entropy (nats, mean) on a batch
 of ``label_batch`` rows drawn with replacement from the labelled ones (``data.labels_per_class``:
-e.g. 10 or 50 per class; all rows without it) by ``randint(key)`` of the step's loss key. The classifier is a linear head on the codes (one ``nnx.Linear``,
-K → classes) created beside the autoencoder. ``recon_weight: 0`` trains the encoder and head on
+e.g. 10 or 50 per class; all rows without it) by ``randint(key)`` of the step's loss key. The
+classifier is a linear head on the codes (one ``nnx.Linear``, K → classes) created beside the
+autoencoder. ``recon_weight: 0`` trains the encoder and head on
 the labelled rows alone: the supervised baseline with the same network. ``test_acc`` is the
 head's accuracy on the held-out rows (``dsmcli.metrics.classification``). Logged: ``recon`` and
 ``xent``.
