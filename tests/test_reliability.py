@@ -221,6 +221,8 @@ def test_kill_9_at_several_moments_for_every_objective(tmp_path, kind):
     model = small_model(kind)
     data_kinds = objective_class(kind).DATA_KINDS
     data = {"data": SMALL_DATA[data_kinds[0]]} if data_kinds else {}
+    if objective_class(kind).NEEDS_LABELS:  # a classifier: labelled images
+        data = {"data": {"kind": "digits", "test_fraction": 0.5}}
     config = write_config(tmp_path / f"{kind}.yaml", {"train.steps": 120, "train.ckpt_every": 20,
                                                        "train.eval_every": 20}, objective={"kind": kind}, model=model, **data)
     ref = tmp_path / "runs" / "ref" / "v001"

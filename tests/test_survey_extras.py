@@ -85,11 +85,18 @@ def test_isomap_codes_match_scikit_learn_on_new_rows_and_downstream_tasks_run():
     x_train, x_test = exp.data.x_train.astype(np.float64), exp.data.x_test.astype(np.float64)
     ref = Isomap(n_components=4, n_neighbors=8).fit(x_train)
     net = exp.net(exp.params)
-    codes = np.asarray(jax.jit(lambda x: exp.objective.encode(net, x))(exp.data.x_test))  # a host callback under jit
+    codes = np.asarray(jax.jit(lambda x: exp.objective.encode(net, x))(exp.data.x_test))  # in JAX, under jit
+    # Digits' pixels are multiples of 1/16: many rows have tied k-th and (k+1)-th neighbours, where
+    # scikit-learn's tree and top_k may keep different (equally near) rows. Compare where the k
+    # nearest are unambiguous; there the transform must agree.
+    d = np.sort(np.sqrt(((x_test[:, None] - x_train[None]) ** 2).sum(-1)), 1)
+    clear = d[:, 8] - d[:, 7] > 1e-6
+    assert clear.mean() > 0.9
     scale = np.abs(ref.embedding_).max()
-    np.testing.assert_allclose(codes, ref.transform(x_test), atol=1e-4 * scale)
+    np.testing.assert_allclose(codes[clear], ref.transform(x_test)[clear], atol=1e-4 * scale)
     recon = np.asarray(exp.objective.reconstruct(net, exp.data.x_test))  # decoder fitted on transform(x_train)
-    np.testing.assert_allclose(recon, lstsq_decoder(ref.transform(x_train), x_train)(ref.transform(x_test)), atol=1e-4)
+    np.testing.assert_allclose(recon[clear], lstsq_decoder(ref.transform(x_train), x_train)(ref.transform(x_test))[clear],
+                               atol=1e-4)
     out = metrics.evaluate_model(ModelView(exp, exp.params), ["codes", "trustworthiness"])
     assert 0.5 < out["probe_acc"] <= 1 and 0 < out["kmeans_nmi"] <= 1 and 0.5 < out["anomaly_auroc"] <= 1
     assert 0.5 < out["trustworthiness"] <= 1 and np.isfinite(out["recon_mse"])

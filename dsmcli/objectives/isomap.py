@@ -4,9 +4,12 @@ n_neighbors)``), so it trains nothing: geodesic distances along the ``n_neighbor
 neighbour graph, embedded by classical MDS (kernel PCA).
 
 * codes: Isomap's ``transform`` of any rows (training rows included, which it maps to their
-  fitted embedding but for rare rows whose geodesics it shortens), placing each through its
-  nearest training rows; called from jit-compiled code through ``jax.pure_callback`` (on the
-  host);
+  fitted embedding but for rare rows whose geodesics it shortens), written out in JAX from the
+  fitted graph, so it runs inside jit-compiled code (a ``pure_callback`` into scikit-learn
+  deadlocked in compare's worker processes): the ``n_neighbors`` nearest training rows jᵢ of x,
+  geodesics g(x, ·) = minᵢ (‖x − x_{jᵢ}‖ + G[jᵢ, ·]), the kernel −½g² centred as KernelCenterer
+  does against the training kernel, projected on the kernel PCA's eigenvectors / √eigenvalues
+  (equal to scikit-learn's ``transform`` to float32 precision, tested);
 * reconstructions: Isomap has no decoder. As for ``lda``, ``reconstruct``/``decode_mean`` are
   the least-squares affine decoder from the codes, x̂ = z W + c fitted on the training rows'
   codes (``transform``'s), so
@@ -54,12 +57,23 @@ class Isomap(AutoencoderObjective):
         x = np.asarray(data.x_train, np.float64)
         self.k = model_cfg.latent
         self.fitted = SkIsomap(n_components=self.k, n_neighbors=cfg.n_neighbors).fit(x)
+        self._parts = self._embedding_parts()
         w, c = affine_decoder(self.transform(x), x)
         self.w, self.c = w.astype(np.float32), c.astype(np.float32)  # (K, D), (D,)
 
     def transform(self, x) -> np.ndarray:
-        """Isomap's codes of rows ``x`` (NumPy, float32)."""
+        """Isomap's codes of rows ``x`` (NumPy, float32), by scikit-learn."""
         return self.fitted.transform(np.asarray(x, np.float64)).astype(np.float32)
+
+    def _embedding_parts(self):
+        fitted = self.fitted
+        kpca = fitted.kernel_pca_
+        nonzero = np.flatnonzero(kpca.eigenvalues_)
+        alphas = np.zeros_like(kpca.eigenvectors_)
+        alphas[:, nonzero] = kpca.eigenvectors_[:, nonzero] / np.sqrt(kpca.eigenvalues_[nonzero])
+        centerer = kpca._centerer
+        return (np.asarray(fitted.nbrs_._fit_X, np.float32), np.asarray(fitted.dist_matrix_, np.float32),
+                np.asarray(centerer.K_fit_rows_, np.float32), float(centerer.K_fit_all_), alphas.astype(np.float32))
 
     def loss(self, model, x, key, train_set):
         raise RuntimeError("the isomap objective is fitted in closed form, not trained")
@@ -68,7 +82,16 @@ class Isomap(AutoencoderObjective):
         import jax
         import jax.numpy as jnp
 
-        return jax.pure_callback(self.transform, jax.ShapeDtypeStruct((x.shape[0], self.k), jnp.float32), x)
+        fit_x, geodesic, fit_rows, fit_all, alphas = (jnp.asarray(a) if isinstance(a, np.ndarray) else a
+                                                      for a in self._parts)
+        x = x.astype(jnp.float32)
+        d2 = jnp.sum(x**2, 1)[:, None] - 2 * x @ fit_x.T + jnp.sum(fit_x**2, 1)[None]
+        neg, idx = jax.lax.top_k(-d2, self.cfg.n_neighbors)  # nearest training rows
+        dist = jnp.sqrt(jnp.maximum(-neg, 0.0))
+        g = jnp.min(geodesic[idx] + dist[:, :, None], axis=1)  # (B, N) geodesics through them
+        kernel = -0.5 * g**2
+        centred = kernel - fit_rows[None] - jnp.mean(kernel, 1, keepdims=True) + fit_all
+        return centred @ alphas
 
     def reconstruct(self, model, x):
         return self.decode_mean(model, self.encode(model, x))
