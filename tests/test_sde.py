@@ -39,7 +39,8 @@ def test_marginals_solve_the_moment_equations(sde):
     np.testing.assert_allclose(2 * s * ds, 2 * a * s**2 + g2, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.kind)
+@pytest.mark.parametrize("sde", [pytest.param(s, id=s.kind, marks=[] if s.kind == "vp" else [pytest.mark.slow])
+                                 for s in SDES])
 def test_forward_sde_integrated_has_the_closed_form_moments(sde):
     """Euler–Maruyama of dx = a x dt + g dw from x(0.1) = 1.5 to t = 0.6 (4 000 steps, 20 000
     paths): mean (m₁/m₀)·x₀ and variance s₁² − (m₁/m₀)² s₀², within 5 standard errors (plus the
@@ -158,13 +159,14 @@ def _null_mmd(exp, n, repeats=5):
     return float(np.mean(np.abs(vals)) + 4 * np.std(vals))
 
 
-@pytest.mark.parametrize("sde", ["ve", "vp"])
-@pytest.mark.parametrize("sample", [
-    {"kind": "pc", "steps": 300, "corrector": "none"},
-    {"kind": "pc", "steps": 300, "snr": 0.05},
-    {"kind": "ode"},
-    {"kind": "ode", "solver": "heun", "steps": 50},
-], ids=["P-only", "PC", "ode-dopri5", "ode-heun"])
+SAMPLERS = {"P-only": {"kind": "pc", "steps": 300, "corrector": "none"}, "PC": {"kind": "pc", "steps": 300, "snr": 0.05},
+            "ode-dopri5": {"kind": "ode"}, "ode-heun": {"kind": "ode", "solver": "heun", "steps": 50}}
+FAST = {("ve", "P-only"), ("vp", "PC"), ("ve", "ode-dopri5"), ("vp", "ode-heun")}  # the rest: slow tests
+
+
+@pytest.mark.parametrize("sde, sample", [
+    pytest.param(sde, sample, id=f"{name}-{sde}", marks=[] if (sde, name) in FAST else [pytest.mark.slow])
+    for name, sample in SAMPLERS.items() for sde in ("ve", "vp")])
 def test_samplers_with_the_oracle_reproduce_mode_weights_and_mmd(sde, sample):
     n = 3000
     cfg, exp = oracle(sde, sample={"n": n, **sample})
