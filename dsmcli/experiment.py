@@ -41,6 +41,23 @@ class Experiment:
             return None
         return lambda x, t: self.objective.score_t(self.net(params), x, t)
 
+    def codes(self, params, x, block: int):
+        """``objective.encode`` of the rows of ``x`` in blocks of ``block`` (one compilation: the
+        last block is padded), as a NumPy array."""
+        import jax
+        import numpy as np
+
+        block = max(1, min(block, len(x)))
+        encode = jax.jit(lambda rows: self.objective.encode(self.net(params), rows))
+        out = []
+        for start in range(0, len(x), block):
+            rows = np.asarray(x[start : start + block])
+            m = len(rows)
+            if m < block:
+                rows = np.concatenate([rows, np.repeat(rows[-1:], block - m, 0)])
+            out.append(np.asarray(encode(rows))[:m])
+        return np.concatenate(out)
+
     def decoder(self, params):
         """(decode, latent size) for models with a bottleneck, else (None, None)."""
         latent = getattr(self.cfg.model, "latent", None)

@@ -33,7 +33,6 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
     import jax.numpy as jnp
 
     from dsmcli import parallel
-    from dsmcli.metrics.trustworthiness import codes_of
     from dsmcli.samplers import REGISTRY, Target
 
     sampler = REGISTRY[sample_cfg.kind]
@@ -59,7 +58,7 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
         prior_sample=None if exp.objective.sde is None else (
             lambda key, n: exp.objective.prior_sample(key, n, exp.data.dim)),
         training_codes=None if latent is None else (
-            lambda: codes_of(exp, params, exp.data.x_train, exp.cfg.train.eval_batch)),
+            lambda: exp.codes(params, exp.data.x_train, exp.cfg.train.eval_batch)),
         seed=exp.cfg.seed,
         description=f"objective.kind '{exp.cfg.objective.kind}' with model.kind '{exp.cfg.model.kind}'",
     )

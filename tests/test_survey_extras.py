@@ -183,10 +183,8 @@ def test_gmm_prior_draws_have_the_fitted_mixtures_moments():
     rng = np.random.default_rng(0)  # untrained weights, moved so the codes spread
     params = jax.tree.map(lambda a: a + 0.3 * rng.normal(size=a.shape).astype(a.dtype), exp.params)
     decode, latent = exp.decoder(params)
-    from dsmcli.metrics.trustworthiness import codes_of
-
     target = Target(score=exp.score_fn(params), decode=decode, latent_dim=latent, description="t", seed=exp.cfg.seed,
-                    training_codes=lambda: codes_of(exp, params, exp.data.x_train, exp.cfg.train.eval_batch))
+                    training_codes=lambda: exp.codes(params, exp.data.x_train, exp.cfg.train.eval_batch))
     n = 200_000
     z = np.asarray(jax.jit(lambda k: ancestral.prior_draws(target, k, n, exp.cfg.sample))(jax.random.key(1)), np.float64)
     codes = np.asarray(exp.net(params).encode(jnp.asarray(exp.data.x_train)), np.float64)

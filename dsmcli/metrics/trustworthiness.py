@@ -20,30 +20,12 @@ MAX_ROWS = 1000
 N_NEIGHBORS = 5
 
 
-def codes_of(exp, params, x, block: int):
-    """``exp.objective.encode`` of the rows of ``x`` in blocks of ``block`` (one compilation:
-    the last block is padded), as a NumPy array."""
-    import jax
-    import numpy as np
-
-    block = max(1, min(block, len(x)))
-    encode = jax.jit(lambda rows: exp.objective.encode(exp.net(params), rows))
-    out = []
-    for start in range(0, len(x), block):
-        rows = np.asarray(x[start : start + block])
-        m = len(rows)
-        if m < block:
-            rows = np.concatenate([rows, np.repeat(rows[-1:], block - m, 0)])
-        out.append(np.asarray(encode(rows))[:m])
-    return np.concatenate(out)
-
-
 def trustworthiness(exp, params, block: int, n_neighbors: int = N_NEIGHBORS) -> float:
     import numpy as np
     from sklearn.manifold import trustworthiness as sk_trustworthiness
 
     x = np.asarray(exp.data.x_test[:MAX_ROWS])
-    z = codes_of(exp, params, x, block)
+    z = exp.codes(params, x, block)
     return float(sk_trustworthiness(x.astype(np.float64), z.astype(np.float64), n_neighbors=n_neighbors))
 
 

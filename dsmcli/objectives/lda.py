@@ -47,6 +47,7 @@ def affine_decoder(codes: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nda
 
 class LDA(AutoencoderObjective):
     trains = False
+    NEEDS_LABELS = True
 
     def __init__(self, cfg, data, model_cfg):
         super().__init__(cfg, data, model_cfg)
@@ -55,7 +56,7 @@ class LDA(AutoencoderObjective):
         if data.y_train is None:
             raise UserError(f"data.kind: objective.kind 'lda' is fitted on labelled training rows, and data.kind "
                             f"'{data.kind}' has no labels (use digits, mnist, or npz with y)")
-        classes = np.unique(data.y_train)
+        classes = np.unique(data.y_train[data.labelled_rows])
         most = min(len(classes) - 1, data.dim)
         if most < 1:
             raise UserError(f"data: objective.kind 'lda' needs at least 2 classes in the training rows, got {len(classes)}")
@@ -64,7 +65,8 @@ class LDA(AutoencoderObjective):
             raise UserError(f"model.latent: objective.kind 'lda' has at most min(classes − 1, D) = {most} discriminant "
                             f"directions ({len(classes)} classes in the training rows), got {k}; set model.latent ≤ {most}")
         x = np.asarray(data.x_train, np.float64)
-        self.fitted = LinearDiscriminantAnalysis(n_components=k).fit(x, data.y_train)
+        rows = data.labelled_rows  # data.labels_per_class: fitted on the labels the model may see
+        self.fitted = LinearDiscriminantAnalysis(n_components=k).fit(x[rows], data.y_train[rows])
         a, b = affine_map(self.fitted.transform, data.dim)
         w, c = affine_decoder(x @ a + b, x)
         self.a, self.b = a.astype(np.float32), b.astype(np.float32)  # (D, K), (K,)
