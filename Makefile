@@ -26,7 +26,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet 'torch==2.13.0'  # the CPU build the tables were measured with (an open range can pull a multi-GB CUDA build)
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py --images
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,22 +1,28 @@
-"""Why the image networks compute convolutions as im2col + matmul (``conv_blocks.patch_conv``).
+"""Why the image networks compute convolutions with ``conv_blocks.canonical_conv``.
 
 The NCSN training step on the digits (``ncsn_conv``, channels [32, 64], batch 128: loss, gradient
-and a plain SGD update of every parameter by its gradient) is timed three ways, interleaved over
+and a plain SGD update of every parameter by its gradient) is timed four ways, interleaved over
 ``--rounds`` rounds, compile excluded:
 
-* **patch_conv in scan**: the library's network, ``--steps`` steps fused in one ``lax.scan``
-  (what ``dsm train`` runs);
-* **XLA conv in scan**: the same network with ``nnx.Conv``'s own ``lax.conv_general_dilated``;
+* **canonical_conv in scan**: the library's network, ``--steps`` steps fused in one ``lax.scan``
+  (what ``dsm train`` runs): XLA's convolution, its backward pass written as two more forward
+  convolutions in XLA:CPU's canonical NHWC/HWIO layout;
+* **patch_conv in scan**: the same with im2col + one matmul per convolution (the library's
+  formulation until 2026-12-02);
+* **XLA conv in scan**: the same network with ``nnx.Conv``'s own ``lax.conv_general_dilated``
+  (JAX's transpose rules for the backward pass);
 * **XLA conv, one jit per step**: the same, dispatched step by step (no while loop).
 
 Every timed call returns the parameters after its ``--steps`` updates and is blocked on, so every
 gradient leaf (in particular every weight-gradient convolution) is computed: XLA removes whatever
 does not reach an output. (Until 2026-12-02 the scanned contenders summed only the first gradient
-leaf, and XLA dropped the rest of the backward pass.) All three contenders start from the same
+leaf, and XLA dropped the rest of the backward pass.) All contenders start from the same
 parameters and do the same steps; their final parameters are compared (``max_param_diff``).
 
-On XLA:CPU the weight-gradient convolution inside a ``while`` loop is many times slower than
-outside one; as a matmul it is not. Prints ms per step and writes ``--out`` JSON.
+On XLA:CPU JAX's gradient convolutions (``b01f_01oi`` and ``f01b_i01o->01bf`` layouts) run many
+times slower inside a ``while`` loop than outside one, where XLA rewrites them to its canonical
+layout; written in that layout they are fast in the loop too. Prints ms per step and writes
+``--out`` JSON.
 """
 
 from __future__ import annotations
@@ -35,30 +41,36 @@ from benchmarks.common import loadavg, machine_info  # noqa: E402
 
 LR = 1e-3  # the SGD step that makes every gradient leaf reach the timed function's output
 
-# name -> (convolutions as patch_conv?, steps fused in one lax.scan?)
+# name -> (how the convolutions are computed, steps fused in one lax.scan?)
 CONTENDERS = {
-    "patch_conv in scan": (True, True),
-    "XLA conv in scan": (False, True),
-    "XLA conv, one jit per step": (False, False),
+    "canonical_conv in scan": ("canonical", True),
+    "patch_conv in scan": ("patch", True),
+    "XLA conv in scan": ("xla", True),
+    "XLA conv, one jit per step": ("xla", False),
 }
 
 
-def build(use_patch: bool, channels=(32, 64)):
+def convolution(kind: str):
     import jax.lax
 
+    from dsmcli.models import conv_blocks
+
+    return {"canonical": conv_blocks.canonical_conv, "patch": conv_blocks.patch_conv,
+            "xla": jax.lax.conv_general_dilated}[kind]  # xla: nnx.Conv's default
+
+
+def build(kind: str, channels=(32, 64)):
     from dsmcli import config, experiment
     from dsmcli.models import conv_blocks
 
-    if not use_patch:  # nnx.Conv's default convolution
-        original = conv_blocks.patch_conv
-        conv_blocks.patch_conv = jax.lax.conv_general_dilated
+    original = conv_blocks.CONVOLUTION["fn"]
+    conv_blocks.CONVOLUTION["fn"] = convolution(kind)
     try:
         raw = {"name": "b", "data": {"kind": "digits"}, "objective": {"kind": "ncsn"},
                "model": {"kind": "ncsn_conv", "channels": list(channels)}}
         return experiment.build(config.validate(raw, "bench"))
     finally:
-        if not use_patch:
-            conv_blocks.patch_conv = original
+        conv_blocks.CONVOLUTION["fn"] = original
 
 
 def step_functions(exp, x):
@@ -108,11 +120,11 @@ def contenders(steps: int, batch: int, names=None, channels=(32, 64)) -> dict:
 
     out, built = {}, {}
     for name in names or CONTENDERS:
-        use_patch, fused = CONTENDERS[name]
-        if use_patch not in built:
-            exp = build(use_patch, channels)
-            built[use_patch] = (exp, *step_functions(exp, jnp.asarray(exp.data.x_train[:batch])))
-        exp, grad, step = built[use_patch]
+        kind, fused = CONTENDERS[name]
+        if kind not in built:
+            exp = build(kind, channels)
+            built[kind] = (exp, *step_functions(exp, jnp.asarray(exp.data.x_train[:batch])))
+        exp, grad, step = built[kind]
         out[name] = {"call": make_call(step, exp.params, steps, fused), "params": exp.params, "grad": grad}
     return out
 
@@ -145,7 +157,8 @@ def main(argv=None) -> int:
     ref = next(iter(final))
     diffs = {k: max_param_diff(final[ref], v) for k, v in final.items() if k != ref}
     for k, v in best.items():
-        print(f"{k:30s} {v:8.1f} ms/step   ({best['XLA conv in scan'] / v:.2f}× XLA conv in scan)")
+        print(f"{k:30s} {v:8.1f} ms/step   ({best['XLA conv in scan'] / v:.2f}× XLA conv in scan, "
+              f"{best['patch_conv in scan'] / v:.2f}× patch_conv in scan)")
     print(f"max |Δ final params| vs {ref}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
     Path(args.out).write_text(json.dumps({
         "machine": machine_info(), "date": started.isoformat(timespec="seconds"),

@@ -26,7 +26,11 @@ less sensitive to other jobs' load than wall clock. Sections:
 4. ablations (``benchmarks/ablations.py``): grad norm, activation, an XLA compiler option;
 5. with ``--sde`` only: ``benchmarks/bench_sde.py`` (PC sampler and probability-flow ODE, dsm vs
    PyTorch eager; a subprocess of ~2–3 min, outside the budget, writing its own
-   ``benchmarks/results_sde[_quick].json`` and ``sde[_quick].md``).
+   ``benchmarks/results_sde[_quick].json`` and ``sde[_quick].md``);
+6. with ``--images`` only: ``benchmarks/bench_ncsn_conv.py`` (the convolutional NCSN's training
+   step and annealed Langevin sampler on 8×8×1, 28×28×1 and 32×32×3 images, dsm vs a PyTorch
+   twin; a subprocess outside the budget, writing its own ``benchmarks/results_ncsn_conv[_quick].json``
+   and ``ncsn_conv[_quick].md``).
 
 ``--quick`` runs one round with small step counts and skips ``torch.compile``, the profile and
 the ablations (a smoke check, written to ``benchmarks/results_quick.json``).
@@ -418,12 +422,13 @@ def render(results: dict) -> str:
                 f"{_f(d[v]['best'], '{:.1f}')} ({_f(d[v]['best_over_base'], '{:.2f}', 'x')}); "
                 f"{_f(d[v]['cpu_rate']['median'], '{:.1f}')} ({_f(d[v]['cpu_median_over_base'], '{:.2f}', 'x')})"
                 for v in variants) + " |")
-    if results.get("sde"):
-        sde = results["sde"]
-        add("")
-        add(f"continuous-time samplers (benchmarks/bench_sde.py, exit {sde['returncode']}, {sde['wall_s']} s; "
-            f"raw numbers {sde['results']}):")
-        add(sde.get("table", ""))
+    for key, title, script in (("sde", "continuous-time samplers", "bench_sde.py"),
+                               ("images", "convolutional NCSN vs a PyTorch twin", "bench_ncsn_conv.py")):
+        if results.get(key):
+            sub = results[key]
+            add("")
+            add(f"{title} (benchmarks/{script}, exit {sub['returncode']}, {sub['wall_s']} s; raw numbers {sub['results']}):")
+            add(sub.get("table", ""))
     for k in ("profile_skipped", "ablations_skipped"):
         if results.get(k):
             add(f"({k.replace('_', ' ')}: {results[k]})")
@@ -471,6 +476,18 @@ def append_history(results: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def run_script(script: str, results_stem: str, quick: bool) -> dict:
+    """A benchmark script of its own run as a subprocess (``--quick`` passed on): its exit
+    status, wall time, results file and first table."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *(["--quick"] if quick else [])],
+                          cwd=REPO, capture_output=True, text=True)
+    out = REPO / "benchmarks" / f"{results_stem}{'_quick' if quick else ''}.json"
+    return {"returncode": proc.returncode, "results": str(out.relative_to(REPO)),
+            "wall_s": round(time.perf_counter() - t0, 1), "table": proc.stdout.strip().split("\n\n")[0],
+            **({"stderr_tail": proc.stderr[-2000:]} if proc.returncode else {})}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="dsm benchmark suite (make bench): throughput vs bare JAX and PyTorch, start-up, profile")
     ap.add_argument("--quick", action="store_true", help="smoke check: one round, small step counts, no torch.compile/profile/ablations")
@@ -481,6 +498,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--sde", action="store_true", help="also run benchmarks/bench_sde.py (PC and probability-flow ODE "
                     "vs PyTorch; subprocess, ~2-3 min, not counted in --budget-s; --quick passed on)")
+    ap.add_argument("--images", action="store_true", help="also run benchmarks/bench_ncsn_conv.py (the conv NCSN's "
+                    "training step and annealed Langevin vs a PyTorch twin, 3 image shapes; subprocess, ~10 min, not "
+                    "counted in --budget-s; --quick passed on)")
     ap.add_argument("--out", help="results file (default benchmarks/results.json; --quick: benchmarks/results_quick.json)")
     ap.add_argument("--render", metavar="RESULTS_JSON", help="only print the tables of an existing results file")
     args = ap.parse_args(argv)
@@ -544,13 +564,10 @@ def main(argv=None) -> int:
             results["ablations"] = ablations.run(cfg["ablation_rounds"], log=log, workdir=Path(tmp) / "ablations")
     if args.sde:
         log("continuous-time samplers: benchmarks/bench_sde.py (subprocess)")
-        t_sde = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_sde.py"), *(["--quick"] if args.quick else [])],
-                              cwd=REPO, capture_output=True, text=True)
-        out = REPO / "benchmarks" / ("results_sde_quick.json" if args.quick else "results_sde.json")
-        results["sde"] = {"returncode": proc.returncode, "results": str(out.relative_to(REPO)),
-                          "wall_s": round(time.perf_counter() - t_sde, 1), "table": proc.stdout.strip().split("\n\n")[0],
-                          **({"stderr_tail": proc.stderr[-2000:]} if proc.returncode else {})}
+        results["sde"] = run_script("bench_sde.py", "results_sde", args.quick)
+    if args.images:
+        log("convolutional NCSN vs PyTorch: benchmarks/bench_ncsn_conv.py (subprocess)")
+        results["images"] = run_script("bench_ncsn_conv.py", "results_ncsn_conv", args.quick)
     results["load_end"] = loadavg()
     results["machine"] = machine_info()
     results["total_s"] = round(time.perf_counter() - t_start, 1)

@@ -59,11 +59,12 @@ class Experiment:
         return np.concatenate(out)
 
     def decoder(self, params):
-        """(decode, latent size) for models with a bottleneck, else (None, None)."""
+        """(decode, latent size) for models with a bottleneck, else (None, None); ``decode(z,
+        key)`` is ``objective.decode_sample`` (the decoder's mean, except for decoders that draw)."""
         latent = getattr(self.cfg.model, "latent", None)
         if latent is None:
             return None, None
-        return (lambda z: self.objective.decode_mean(self.net(params), z)), latent
+        return (lambda z, key: self.objective.decode_sample(self.net(params), z, key)), latent
 
     def energy_fn(self, params):
         if not self.objective.has_energy:
@@ -84,8 +85,11 @@ def build(cfg) -> Experiment:
     objective = objectives.make(cfg.objective, dataset, cfg.model)
 
     def make():
+        from dsmcli.models import conv_blocks
+
         rngs = nnx.Rngs(params=cfg.seed)
-        model = models.build(cfg.model, dataset.dim, rngs, image_shape=dataset.image_shape, **objective.model_options())
+        with conv_blocks.convolutions(forward_mode=objective.forward_mode):
+            model = models.build(cfg.model, dataset.dim, rngs, image_shape=dataset.image_shape, **objective.model_options())
         return objective.extend_model(model, rngs)
 
     check_model_size(cfg, make)

@@ -33,5 +33,9 @@ def build(cfg, total_steps: int):
 
 def for_experiment(exp, total_steps: int):
     """The transformation the trainer applies: ``optim`` as wrapped by the objective (which may
-    give parameter groups of its own their own optimiser, e.g. an adversarial discriminator)."""
-    return exp.objective.optimizer(build(exp.cfg.optim, total_steps), exp.cfg.optim, total_steps)
+    give parameter groups of its own their own optimiser, e.g. an adversarial discriminator).
+    Its ``update`` takes the training step as the extra argument ``step`` (optax's
+    ``GradientTransformationExtraArgs``; transformations that do not use it ignore it)."""
+    import optax
+
+    return optax.with_extra_args_support(exp.objective.optimizer(build(exp.cfg.optim, total_steps), exp.cfg.optim, total_steps))

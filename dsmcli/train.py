@@ -51,7 +51,7 @@ class StepFunction:
                 x = jax.lax.with_sharding_constraint(x, parallel.batch_sharded(mesh))
 
             def loss_fn(params):
-                return objective.loss(exp.net(params), x, key_loss, x_train)
+                return objective.step_loss(exp.net(params), x, key_loss, x_train, step)
 
             (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
             if skip_nonfinite:  # every step needs its verdict before its update
@@ -65,7 +65,7 @@ class StepFunction:
                 is_last = step == last_step
                 grad_norm = jax.lax.cond(is_last, optax.tree.norm, lambda g: jnp.float32(jnp.nan), grads)
                 finite = jnp.isfinite(loss) & (~is_last | jnp.isfinite(grad_norm))
-            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"], step=step)
             params = optax.apply_updates(state["params"], updates)
             new = {"params": params, "opt_state": opt_state}
             if ema_decay is not None:

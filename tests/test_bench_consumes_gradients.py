@@ -4,7 +4,7 @@ XLA removes whatever does not reach a jitted function's outputs, so a timed loop
 only part of the gradient (``benchmarks/bench_conv.py`` once summed the first leaf alone) times a
 backward pass with most of its work deleted. Here each timed function is run for one step from
 known parameters and every parameter leaf of its output must have moved: for ``bench_conv``'s
-SGD step by exactly ``-LR·g`` (``g`` the gradient computed separately), the same in all three
+SGD step by exactly ``-LR·g`` (``g`` the gradient computed separately), the same in all four
 contenders; at all for the Adam steps of ``bench_jax`` and ``bench_objectives`` (the same loop for
 every objective). Small batches, one step: seconds, no torch.
 """
@@ -44,7 +44,7 @@ def conv_runs():
     finally:
         bench_conv.LR = lr
     out = {name: (_host(c["params"]), _host(c["call"](c["params"]))) for name, c in runs.items()}
-    ref = runs["patch_conv in scan"]
+    ref = runs["canonical_conv in scan"]
     return out, _host(jax.jit(ref["grad"])(ref["params"], 0))
 
 
@@ -59,7 +59,7 @@ def test_bench_conv_timed_call_is_a_step_by_the_whole_gradient(conv_runs):
     """The library network's scan returns p − g leaf by leaf (g computed on its own); the XLA
     convolution contenders return the same parameters (same network, same steps)."""
     runs, grads = conv_runs
-    before, ref = runs["patch_conv in scan"]
+    before, ref = runs["canonical_conv in scan"]
     assert all(np.any(g != 0) for g in grads), "a gradient leaf is identically zero: the check would miss it"
     for b, a, g in zip(before, ref, grads):
         np.testing.assert_allclose(a, b - g, rtol=1e-4, atol=1e-5)

@@ -13,10 +13,16 @@ import pytest
 
 from dsmcli import experiment
 from dsmcli.config import validate
-from dsmcli.models.conv_blocks import patch_conv
+from dsmcli.models.conv_blocks import NHWC_DIMS, canonical_conv, patch_conv
 from tests.conftest import write_config
 
 DIGITS = {"kind": "digits"}
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
 
 
 def build(objective, model=None, data=DIGITS):
@@ -45,16 +51,42 @@ def test_patch_conv_equals_xla_convolution_and_its_gradients(h, w, cin, cout, k,
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_training_step_of_a_conv_network_has_no_xla_convolution():
-    """The reason for patch_conv: no convolution op (slow inside lax.scan on CPU) in the step."""
+@pytest.mark.parametrize("k, padding, hw", [(3, "SAME", (8, 8)), (1, "SAME", (7, 9)), (3, ((0, 2), (1, 1)), (5, 7)),
+                                        (5, ((2, 2), (2, 2)), (6, 6))])
+def test_canonical_conv_has_xlas_gradients(x64, k, padding, hw):
+    """The hand-written backward pass (two forward convolutions) against JAX's own transpose
+    rules, in float64: the same numbers."""
+    x = jax.random.normal(jax.random.key(0), (3, *hw, 4), jnp.float64)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 4, 5), jnp.float64)
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), padding)))
+
+    ref = jax.grad(loss(lambda x, w, s, p: jax.lax.conv_general_dilated(x, w, s, p, dimension_numbers=NHWC_DIMS)),
+                   (0, 1))(x, kernel)
+    ours = jax.grad(loss(canonical_conv), (0, 1))(x, kernel)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    strided = canonical_conv(x, kernel, (2, 2), "SAME")  # falls back to patch_conv
+    np.testing.assert_allclose(strided, patch_conv(x, kernel, (2, 2), "SAME"), rtol=1e-12)
+
+
+def test_every_convolution_of_the_scanned_training_step_is_in_xlas_canonical_layout():
+    """The reason for canonical_conv: inside the scan over training steps XLA:CPU runs only
+    convolutions in its canonical layout (NHWC × HWIO → NHWC, ``b01f_01io->b01f``) fast; JAX's
+    own gradient convolutions (``b01f_01oi``, ``f01b_i01o->01bf``) are 50–100× slower there."""
+    import re
+
+    from dsmcli import optim, train
+
     exp = build({"kind": "ncsn"}, {"kind": "ncsn_conv", "channels": [4, 8]})
-    x = jnp.asarray(exp.data.x_train[:4])
-
-    def step(params):
-        return jax.grad(lambda p: exp.objective.loss(exp.net(p), x, jax.random.key(0), None)[0])(params)
-
-    hlo = jax.jit(step).lower(exp.params).as_text()
-    assert "convolution" not in hlo and "dot" in hlo
+    tx = optim.for_experiment(exp, 10)
+    step_fn = train.StepFunction(exp, tx)
+    state = train.initial_state(exp, tx)
+    hlo = step_fn._jitted.lower(state, jnp.asarray(exp.data.x_train), np.int32(0), 2).compile().as_text()
+    layouts = re.findall(r"convolution\([^)]*\).*?dim_labels=(\S+?),", hlo)
+    assert "while" in hlo and len(layouts) >= 3 * 10  # forward, input- and weight-gradient of every conv
+    assert set(layouts) == {"b01f_01io->b01f"}, sorted(set(layouts))
 
 
 @pytest.mark.parametrize("objective, model, out_dim", [

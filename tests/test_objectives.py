@@ -186,7 +186,8 @@ def _contract_cases():
                 extra = {"latent": 2} if (cls.NEEDS_LATENT and model_kind in ("mlp", "conv")) else {}
                 tag = "-".join(f"{k}={v}" for k, v in case.items())
                 slow = images and kind in ("ism", "rcae")  # second order through a U-Net: ~30 s to compile
-                data = RATINGS if cls.DATA_KINDS == ("ratings",) else DIGITS if images or cls.NEEDS_LABELS else None
+                data = (RATINGS if cls.DATA_KINDS == ("ratings",) else DIGITS if images or cls.NEEDS_LABELS
+                        or getattr(cls, "NEEDS_IMAGES", False) else None)  # image-only objectives (pixelcnn_vae)
                 yield pytest.param({"kind": kind, **case}, tiny_model(model_kind, **extra), data,
                                    id=f"{kind}{'[' + tag + ']' if tag else ''}-{model_kind}",
                                    marks=[pytest.mark.slow] if slow else [])

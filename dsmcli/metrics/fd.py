@@ -20,6 +20,10 @@ against the same reference set. Hence:
   ``fd_floor`` used every training row, whatever n: compare ``fd`` with ``fd_floor`` only from
   records that carry ``protocol`` (see below).
 
+The cache entry also holds the classifier's output layer (W₂, b₂: hidden → class logits), which
+``fd`` does not use (the ``dfc_vae`` objective compares logits); an entry written before it was
+stored is fitted again (``random_state=0``: the same W, b under the same scikit-learn).
+
 ``protocol`` (``describe``): what the number was computed from — n, seed, the feature network's
 identity and SHA-256 (of its float32 weights, little-endian W then b) and cache key, the
 reference set and the floor's n. ``dsm sample`` stores it in ``samples/metrics.jsonl`` under
@@ -54,12 +58,27 @@ def cache_key(x_train: np.ndarray, y_train: np.ndarray) -> str:
 
 def _load_or_fit(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, str | None]:
     """(W, b, train accuracy, scikit-learn version that fitted it or None if unknown), cached."""
+    W, b, _, _, acc, version = _load_or_fit_layers(x_train, y_train)
+    return W, b, acc, version
+
+
+def classifier_layers(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(W, b, W₂, b₂) of the cached classifier, float32: hidden = relu(x W + b) (``features``),
+    logits = hidden W₂ + b₂ (the output layer's input: its softmax is ``predict_proba``; one
+    column, and the logistic function, for two classes)."""
+    return _load_or_fit_layers(x_train, y_train)[:4]
+
+
+def _load_or_fit_layers(x_train, y_train):
+    """(W, b, W₂, b₂, train accuracy, scikit-learn version or None), cached; an entry without
+    W₂, b₂ (written before they were stored) is fitted again."""
     path = _cache_dir() / f"{cache_key(x_train, y_train)}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
-                version = str(f["sklearn"]) if "sklearn" in f.files else None
-                return f["W"], f["b"], float(f["acc"]), version
+                if "W2" in f.files and "b2" in f.files:
+                    version = str(f["sklearn"]) if "sklearn" in f.files else None
+                    return f["W"], f["b"], f["W2"], f["b2"], float(f["acc"]), version
         except Exception:  # a damaged cache entry (a killed writer, a full disk): train it again
             pass
     import warnings
@@ -72,15 +91,16 @@ def _load_or_fit(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, 
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), max_iter=300, random_state=0).fit(x_train, y_train)
     W, b, acc = clf.coefs_[0].astype(np.float32), clf.intercepts_[0].astype(np.float32), float(clf.score(x_train, y_train))
+    W2, b2 = clf.coefs_[1].astype(np.float32), clf.intercepts_[1].astype(np.float32)
     try:
         from dsmcli import fsio
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with fsio.atomic_file(path) as f:
-            np.savez(f, W=W, b=b, acc=acc, sklearn=sklearn.__version__)
+            np.savez(f, W=W, b=b, W2=W2, b2=b2, acc=acc, sklearn=sklearn.__version__)
     except OSError:
         pass  # the cache is an optimisation
-    return W, b, acc, sklearn.__version__
+    return W, b, W2, b2, acc, sklearn.__version__
 
 
 def feature_weights(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -149,9 +149,11 @@ def nll_iw(view, k: int | None = None) -> dict:
 
 def _applies(view) -> str | None:
     obj = view.exp.objective
+    kind = view.exp.cfg.objective.kind
+    if not obj.model_options().get("stochastic_encoder"):
+        return f"objective.kind '{kind}' has no encoder distribution q(z|x) (the VAE family: vae, beta_vae, pixelcnn_vae)"
     if not (hasattr(obj, "elbo") and hasattr(obj, "decoder_log_prob")):
-        return (f"objective.kind '{view.exp.cfg.objective.kind}' has no encoder distribution q(z|x) "
-                f"(the VAE family: vae, beta_vae)")
+        return f"objective.kind '{kind}' has no likelihood p(x|z) of the pixels to weight"
     return None
 
 
@@ -160,7 +162,8 @@ def _describe(view) -> dict:
     return {"n": min(exp.cfg.eval.nll_n, len(exp.data.x_test)), "k": exp.cfg.eval.iw_samples,
             "chunk": min(CHUNK, exp.cfg.eval.iw_samples), "seed": exp.cfg.seed,
             "likelihood": getattr(exp.objective.cfg, "likelihood", None),
-            "binarised": f"x > {THRESHOLD}" if _binarises(exp.objective) else None}
+            "binarised": f"x > {THRESHOLD}" if _binarises(exp.objective) else None,
+            **({"levels": exp.objective.levels} if hasattr(exp.objective, "levels") else {})}  # pixelcnn_vae's grey levels
 
 
 METRICS = [Metric("nll_iw", "model", ("nll_iw", "nll_iw_k"), _applies, nll_iw,

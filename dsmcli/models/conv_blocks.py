@@ -8,6 +8,8 @@ batch), so the networks stay row-wise maps as the score-function contract requir
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dsmcli.errors import UserError
 
 
@@ -37,10 +39,11 @@ def patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilatio
     """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels, computed as shifted
     slices (im2col) and one matmul — the same numbers, different kernels.
 
-    Why: XLA:CPU runs the weight-gradient convolution ~10–25× slower inside a ``while`` loop
-    (our ``lax.scan`` over training steps) than outside one; as a matmul its gradient is a
-    matmul everywhere. Plugged into ``nnx.Conv(conv_general_dilated=...)``, so the parameters
-    keep flax's layout.
+    Used for strided convolutions (``canonical_conv`` falls back to it) and by the PixelCNN's
+    masked convolutions: XLA:CPU runs JAX's gradient convolutions many times slower inside a
+    ``while`` loop (our ``lax.scan`` over training steps) than outside one, and as a matmul the
+    gradient is a matmul everywhere. Plugged into ``nnx.Conv(conv_general_dilated=...)``, so the
+    parameters keep flax's layout.
     """
     import jax
     import jax.numpy as jnp
@@ -60,11 +63,99 @@ def patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilatio
     return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision)
 
 
+NHWC_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_nhwc(x, w, padding):
+    import jax
+
+    return jax.lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=NHWC_DIMS)
+
+
+def _canonical_conv_fwd(x, w, padding):
+    return _conv_nhwc(x, w, padding), (x, w)
+
+
+def _canonical_conv_bwd(padding, residuals, g):
+    """Both gradients as forward NHWC/HWIO convolutions (y = x ⋆ W, stride 1, pads (p₀, p₁) per
+    axis, k×k kernel):
+
+        ∂x = g ⋆ flip(W)ᵀ   (kernel flipped in space, in/out swapped; pads k − 1 − p₀, k − 1 − p₁)
+        ∂W = xᵀ ⋆ gᵀ        (x as a (C, H, W, B) batch of C "images" with B features, g as a
+                             (H, W, B, O) kernel; pads p₀, p₁; the (C, k, k, O) result → HWIO)
+    """
+    import jax.numpy as jnp
+
+    x, w = residuals
+    kh, kw = w.shape[:2]
+    (pt, pb), (pl, pr) = padding
+    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    dx = _conv_nhwc(g, w_t, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+    dw = _conv_nhwc(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), padding)
+    return dx, dw.transpose(1, 2, 0, 3)
+
+
+def _canonical_conv():
+    import jax
+
+    f = jax.custom_vjp(_conv_nhwc, nondiff_argnums=(2,))
+    f.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
+    return f
+
+
+_CANONICAL = None
+
+
+def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                   dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels whose backward pass is written
+    as two more *forward* NHWC/HWIO convolutions (``_canonical_conv_bwd``) — the same numbers.
+
+    Why: JAX's own transpose rules give the input- and weight-gradient convolutions other
+    dimension layouts (``b01f_01oi``, ``f01b_i01o->01bf``). Outside a loop XLA:CPU rewrites them to
+    its canonical layout with transposes and runs its fast convolution; inside a ``while`` loop
+    (our ``lax.scan`` over training steps) it does not, and they run 50–100× slower (seen in
+    the optimised HLO; BENCHMARKS.md). Written in the canonical layout, every convolution of
+    the step takes the fast path inside the scan too. Strided convolutions (the encoders' 2×
+    down-sampling) fall back to ``patch_conv``. Plugged into ``nnx.Conv(conv_general_dilated=...)``.
+    """
+    global _CANONICAL
+    import jax
+
+    if tuple(window_strides) != (1, 1) or feature_group_count != 1 or any(
+            d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        return patch_conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count, precision)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    padding = tuple((int(a), int(b)) for a, b in padding)
+    if _CANONICAL is None:
+        _CANONICAL = _canonical_conv()
+    return _CANONICAL(lhs, rhs, padding)
+
+
+CONVOLUTION = {"fn": canonical_conv}  # what ``conv`` layers compute with (benchmarks swap it: bench_conv.py)
+
+
+@contextmanager
+def convolutions(forward_mode: bool):
+    """While networks are built: their ``conv`` layers use ``canonical_conv``, or ``patch_conv``
+    for objectives that differentiate the network in forward mode (``forward_mode``: ssm, ism,
+    cae, rcae, ncsn with ``estimator: ssm``) — a ``custom_vjp`` has no forward-mode derivative."""
+    previous = CONVOLUTION["fn"]
+    if forward_mode and previous is canonical_conv:
+        CONVOLUTION["fn"] = patch_conv
+    try:
+        yield
+    finally:
+        CONVOLUTION["fn"] = previous
+
+
 def conv(cin: int, cout: int, kernel: int, rngs, strides: int = 1):
-    """An ``nnx.Conv`` (SAME padding) computed by ``patch_conv``."""
+    """An ``nnx.Conv`` (SAME padding) computed by ``CONVOLUTION["fn"]``."""
     from flax import nnx
 
-    return nnx.Conv(cin, cout, (kernel, kernel), strides=strides, conv_general_dilated=patch_conv, rngs=rngs)
+    return nnx.Conv(cin, cout, (kernel, kernel), strides=strides, conv_general_dilated=CONVOLUTION["fn"], rngs=rngs)
 
 
 def groups(channels: int) -> int:

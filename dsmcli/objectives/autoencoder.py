@@ -41,6 +41,10 @@ def extended(autoencoder, **parts):
         def encode(self, x):
             return self.autoencoder.encode(x)
 
+        def encode_stats(self, x):
+            """(mean, log-variance) of q(z|x), for autoencoders with a stochastic encoder."""
+            return self.autoencoder.encode_stats(x)
+
         def decode(self, z):
             return self.autoencoder.decode(z)
 

@@ -38,7 +38,8 @@ class Objective:
     NEEDS_LATENT: bool = False  # an ``mlp`` must have a ``latent`` bottleneck
     HANDLES_MISSING: bool = False  # the loss masks NaN entries (data sets with unobserved values)
     DATA_KINDS: tuple[str, ...] | None = None  # the data kinds it is defined on (None: any)
-    NEEDS_LABELS: bool = False  # trains on class labels (a classifier)
+    NEEDS_LABELS: bool = False  # trains on class labels (a classifier, or a network fitted to them)
+    forward_mode: bool = False  # the loss differentiates the network in forward mode (jvp, linearize)
 
     def __init__(self, cfg, data: Dataset, model_cfg):
         self.cfg = cfg
@@ -87,6 +88,12 @@ class Objective:
         """Decoder output for latent ``z`` (ancestral sampling), for models with a decoder."""
         return model.decode(z)
 
+    def decode_sample(self, model, z, key):
+        """A draw of x ~ p(x|z) for ancestral sampling: the decoder's mean by default (the
+        family's convention: samples are dec(z)); decoders without a closed-form mean (an
+        autoregressive one) draw."""
+        return self.decode_mean(model, z)
+
     def readout_scale(self):
         """The c in the score read-out (r(x) − x)/c of reconstruction models (σ² by default)."""
         return self.cfg.sigma**2
@@ -108,6 +115,11 @@ class Objective:
     def loss(self, model, x, key, train_set) -> tuple[Any, dict]:
         """Scalar loss on a batch ``x`` (B, D) and a dict of extra scalars to log."""
         raise NotImplementedError
+
+    def step_loss(self, model, x, key, train_set, step):
+        """The loss the trainer differentiates at training step ``step`` (a traced int): ``loss``
+        for every objective but those trained in phases (greedy layer-wise pretraining)."""
+        return self.loss(model, x, key, train_set)
 
     def score(self, model, x):
         """The model's estimate of ∇ₓ log p(x), row-wise ``(B, D)``."""

@@ -28,6 +28,7 @@ class Config(Section):
 
 
 class CAE(Objective):
+    forward_mode = True  # differentiates the network in forward mode (jvp)
     MODELS = RECONSTRUCTION_MODELS
     READS_RECONSTRUCTION = True
     NEEDS_LATENT = True  # for the mlp: the penalty is on its encoder

@@ -26,6 +26,7 @@ class Config(Section):
 
 
 class ISM(Objective):
+    forward_mode = True  # differentiates the network in forward mode (jvp)
     def loss(self, model, x, key, train_set):
         cfg = self.cfg
         value = losses.ism(lambda y: self.score(model, y), x, key=key, estimator=cfg.estimator, n_probes=cfg.n_probes)

@@ -76,6 +76,10 @@ def max_pairwise_distance(x: np.ndarray, block: int = 2048) -> float:
 
 
 class NCSN(Objective):
+    @property
+    def forward_mode(self) -> bool:
+        return self.cfg.estimator == "ssm"  # sliced score matching: one jvp per projection
+
     MODELS = ("ncsn_mlp", "ncsn_conv")
     DEFAULT_MODEL = "ncsn_mlp"
     DEFAULT_IMAGE_MODEL = "ncsn_conv"

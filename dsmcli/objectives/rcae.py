@@ -35,6 +35,7 @@ def contractive_loss(model, mapping, x, key, weight, cfg):
 
 
 class RCAE(Objective):
+    forward_mode = True  # differentiates the network in forward mode (jvp)
     MODELS = RECONSTRUCTION_MODELS
     READS_RECONSTRUCTION = True
 

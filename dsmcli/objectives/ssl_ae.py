@@ -36,7 +36,7 @@ class SemiSupervisedAE(AutoencoderObjective):
     def __init__(self, cfg, data, model_cfg):
         super().__init__(cfg, data, model_cfg)
         if data.y_train is None:
-            raise UserError(f"objective.kind: 'ssl_ae' trains a classifier and data.kind '{data.kind}' has no labels "
+            raise UserError(f"objective.kind: '{cfg.kind}' trains a classifier and data.kind '{data.kind}' has no labels "
                             f"(use digits, mnist, cifar10 or images with class folders)")
         import numpy as np
 

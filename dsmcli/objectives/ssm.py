@@ -26,6 +26,7 @@ class Config(Section):
 
 
 class SSM(Objective):
+    forward_mode = True  # differentiates the network in forward mode (jvp)
     def loss(self, model, x, key, train_set):
         cfg = self.cfg
         value = losses.ssm(

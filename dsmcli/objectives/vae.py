@@ -36,7 +36,7 @@ class VAE(AutoencoderObjective):
 
         mean, logvar = model.encode_stats(x)
         z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
-        nll = self._nll(model.decode(z), x)
+        nll = -self.decoder_log_prob(model, x, z)
         kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, -1)
         return nll, kl
 

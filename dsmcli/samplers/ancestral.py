@@ -15,6 +15,9 @@ For models with a decoder (``mlp`` with ``latent: K``; the VAE family). No Marko
   prior of its own, and its codes need not look like N(0, I). Draws: a component k with
   probability wₖ, then z = μₖ + Lₖ ε, Lₖ the Cholesky factor of Σₖ, ε ~ N(0, I) (in JAX, from
   the sampling key: the fitted mixture depends on the run only, the draws on ``--seed``).
+
+x = ``objective.decode_sample(z, key)``: the decoder's mean dec(z) for every model but those whose
+decoder draws (the autoregressive ``pixelcnn_vae``), which use ``fold_in(key, DECODER_STREAM)``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import numpy as np
 
 from dsmcli.errors import UserError
 from dsmcli.samplers.base import require
+
+
+DECODER_STREAM = 1_000_003  # fold_in(key, ·) of the decoder's draws (decode_sample), apart from the prior's splits
 
 
 @dataclass(frozen=True)
@@ -105,5 +111,7 @@ def check(target, cfg) -> None:
 
 
 def run(target, x0, key, cfg):
+    import jax
+
     z = prior_draws(target, key, x0.shape[0], cfg, x0.dtype)
-    return target.decode(z), {}
+    return target.decode(z, jax.random.fold_in(key, DECODER_STREAM)), {}

@@ -20,7 +20,7 @@ class Target:
     score_at: Callable | None = None
     energy: Callable | None = None
     sigmas: tuple[float, ...] | None = None
-    decode: Callable | None = None
+    decode: Callable | None = None  # z -> x: a draw of p(x|z) (the decoder's mean for most models)
     latent_dim: int | None = None
     score_t: Callable | None = None
     sde: object | None = None
