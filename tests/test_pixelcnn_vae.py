@@ -3,8 +3,8 @@ in closed form), the likelihood is the hand-written sum of log-softmaxes at the 
 and is normalised over all 16 images of a 2×2 binary case, ancestral samples follow the model's
 own p(x|z) (frequencies within 5 binomial SEs), the greedy decode and the teacher-forced
 reconstruction are what they say, the loss is −log p + β·KL written out again, the config
-errors, and a train → sample → eval run from the command line with both encoders (the mlp one
-with the slow tests: the conv run covers the same path)."""
+errors, and a train → sample → eval run from the command line with both encoders (the conv one
+with the slow tests: the mlp run covers the same path)."""
 
 from __future__ import annotations
 
@@ -280,8 +280,8 @@ def test_refuses_colour_images_and_unknown_quantisation():
 
 
 # --------------------------------------------------------------------------- command line
-@pytest.mark.parametrize("model", [{"kind": "conv", "channels": [4, 8], "latent": 3},
-                                   pytest.param(MLP, marks=pytest.mark.slow)], ids=["conv", "mlp"])
+@pytest.mark.parametrize("model", [pytest.param({"kind": "conv", "channels": [4, 8], "latent": 3}, marks=pytest.mark.slow),
+                                   MLP], ids=["conv", "mlp"])
 def test_trains_samples_and_evaluates_from_the_command_line(tmp_path, model):
     cfg = write_config(
         tmp_path / "pcnn.yaml", data={"kind": "digits"}, model=model,

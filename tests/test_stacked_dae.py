@@ -148,6 +148,7 @@ def test_a_budget_without_fine_tuning_is_refused(tmp_path, runs_dir):
     assert r.returncode == 2 and "cannot be used with objective.kind 'stacked_dae' (allowed: mlp)" in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # three trainings and a sampling in subprocesses; the phases are tested in-process above
 def test_trains_resumes_inside_a_pretraining_phase_and_evaluates(tmp_path):
     sets = dict(data={"kind": "digits", "labels_per_class": 10}, model={"kind": "mlp", "hidden": [16], "latent": 4},
                 objective={"kind": "stacked_dae", "pretrain_steps": 15}, optim={"kind": "adam", "lr": 0.01},
