@@ -60,24 +60,30 @@ def frozen(module):
     return nnx.merge(graphdef, jax.lax.stop_gradient(state))
 
 
+def two_players(tx, optim_cfg, total_steps: int, disc_lr: float):
+    """``tx`` for the autoencoder's parameters and ``optim`` at ``disc_lr`` for those under
+    ``DISCRIMINATOR`` (``optax.multi_transform``)."""
+    import jax
+    import optax
+
+    from dsmcli import optim
+
+    disc_cfg = optim_cfg.model_copy(update={"lr": disc_lr})
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: DISCRIMINATOR if getattr(path[0], "key", None) == DISCRIMINATOR else "autoencoder",
+            params)
+
+    return optax.multi_transform({"autoencoder": tx, DISCRIMINATOR: optim.build(disc_cfg, total_steps)}, labels)
+
+
 class AAE(AutoencoderObjective):
     def extend_model(self, model, rngs):
         return adversarial_autoencoder(model, self.model_cfg.latent, self.cfg.disc_hidden, rngs)
 
     def optimizer(self, tx, optim_cfg, total_steps):
-        import jax
-        import optax
-
-        from dsmcli import optim
-
-        disc_cfg = optim_cfg.model_copy(update={"lr": self.cfg.disc_lr or optim_cfg.lr / 10})
-
-        def labels(params):
-            return jax.tree_util.tree_map_with_path(
-                lambda path, _: DISCRIMINATOR if getattr(path[0], "key", None) == DISCRIMINATOR else "autoencoder",
-                params)
-
-        return optax.multi_transform({"autoencoder": tx, DISCRIMINATOR: optim.build(disc_cfg, total_steps)}, labels)
+        return two_players(tx, optim_cfg, total_steps, self.cfg.disc_lr or optim_cfg.lr / 10)
 
     def loss(self, model, x, key, train_set):
         import jax

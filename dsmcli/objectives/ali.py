@@ -45,12 +45,11 @@ encoder at the defaults: 5.5 / 0.080.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from dsmcli.objectives.aae import AAE, DISCRIMINATOR, frozen, logits
+from dsmcli.objectives.aae import DISCRIMINATOR, frozen, logits, two_players
 from dsmcli.objectives.autoencoder import AutoencoderObjective, extended, squared_error
 from dsmcli.section import Section
 
@@ -83,8 +82,7 @@ class ALI(AutoencoderObjective):
 
     def optimizer(self, tx, optim_cfg, total_steps):
         """``aae``'s two parameter groups, with ``disc_lr`` defaulting to ``optim.lr`` itself."""
-        cfg = self.cfg if self.cfg.disc_lr is not None else self.cfg.model_copy(update={"disc_lr": optim_cfg.lr})
-        return AAE.optimizer(SimpleNamespace(cfg=cfg), tx, optim_cfg, total_steps)
+        return two_players(tx, optim_cfg, total_steps, self.cfg.disc_lr or optim_cfg.lr)
 
     def inferred(self, model, x, key):
         """E(x): μ(x) + σ(x)·ε (stochastic) or μ(x) (deterministic), ``(B, K)``."""

@@ -110,15 +110,12 @@ class StackedDAE(SemiSupervisedAE):
                             f"{pretraining} or lower objective.pretrain_steps")
         return phased(tx, self.cfg.pretrain_steps, self.layers)
 
-    def _corrupt(self, u, key):
-        from dsmcli.objectives.dae import corrupt
-
-        return corrupt(u, key, self.cfg)
-
     def layer_loss(self, model, x, key, k: int):
         """Jₖ (k = 0 … L − 1 here: the layer pretrained in phase k) on the batch ``x``."""
         import jax
         import jax.numpy as jnp
+
+        from dsmcli.objectives.dae import corrupt
 
         ae = model.autoencoder
         act, last = ae.act, self.layers - 1
@@ -126,7 +123,7 @@ class StackedDAE(SemiSupervisedAE):
         for layer in ae.encoder[:k]:  # the clean codes of the frozen layers below
             u = act(layer(u))
         u = jax.lax.stop_gradient(u)
-        code = ae.encoder[k](self._corrupt(u, key))
+        code = ae.encoder[k](corrupt(u, key, self.cfg))
         code = code if k == last else act(code)
         out = ae.decoder[last - k](code)
         out = out if k == 0 else act(out)
@@ -134,17 +131,13 @@ class StackedDAE(SemiSupervisedAE):
 
     def loss(self, model, x, key, train_set):
         """The fine-tuning loss J_ft."""
-        return self._finetune(model, x, key)
-
-    def _finetune(self, model, x, key):
         import jax.numpy as jnp
 
-        total, logs = super().loss(model, x, key, None)  # w·recon + λ·xent, as ssl_ae
+        total, logs = super().loss(model, x, key, train_set)  # w·recon + λ·xent, as ssl_ae
         return total, {**logs, "layer_recon": jnp.zeros_like(total)}
 
     def step_loss(self, model, x, key, train_set, step):
         import jax
-        import jax.numpy as jnp
 
         phase = phase_of(step, self.cfg.pretrain_steps, self.layers)
         k_noise, k_ft = jax.random.split(key)
@@ -152,12 +145,12 @@ class StackedDAE(SemiSupervisedAE):
         def pretrain(k):
             def branch():
                 j = self.layer_loss(model, x, k_noise, k)
-                _, logs = self._finetune(model, x, k_ft)  # logged only: the gradient is of j
+                _, logs = self.loss(model, x, k_ft, train_set)  # logged only: the gradient is of j
                 return j, {**logs, "layer_recon": j}
 
             return branch
 
-        branches = [pretrain(k) for k in range(self.layers)] + [lambda: self._finetune(model, x, k_ft)]
+        branches = [pretrain(k) for k in range(self.layers)] + [lambda: self.loss(model, x, k_ft, train_set)]
         total, logs = jax.lax.switch(phase, branches)
         return total, {**logs, "phase": phase.astype(total.dtype)}
 
