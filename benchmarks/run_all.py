@@ -30,7 +30,8 @@ less sensitive to other jobs' load than wall clock. Sections:
 6. with ``--images`` only: ``benchmarks/bench_ncsn_conv.py`` (the convolutional NCSN's training
    step and annealed Langevin sampler on 8×8×1, 28×28×1 and 32×32×3 images, dsm vs a PyTorch
    twin; a subprocess outside the budget, writing its own ``benchmarks/results_ncsn_conv[_quick].json``
-   and ``ncsn_conv[_quick].md``).
+   and ``ncsn_conv[_quick].md``), then ``benchmarks/bench_unet_layers.py`` (the same network's layers, each
+   alone, XLA:CPU vs PyTorch's oneDNN; ``results_unet_layers[_quick].json``, ``unet_layers[_quick].md``).
 
 ``--quick`` runs one round with small step counts and skips ``torch.compile``, the profile and
 the ablations (a smoke check, written to ``benchmarks/results_quick.json``).
@@ -423,7 +424,8 @@ def render(results: dict) -> str:
                 f"{_f(d[v]['cpu_rate']['median'], '{:.1f}')} ({_f(d[v]['cpu_median_over_base'], '{:.2f}', 'x')})"
                 for v in variants) + " |")
     for key, title, script in (("sde", "continuous-time samplers", "bench_sde.py"),
-                               ("images", "convolutional NCSN vs a PyTorch twin", "bench_ncsn_conv.py")):
+                               ("images", "convolutional NCSN vs a PyTorch twin", "bench_ncsn_conv.py"),
+                               ("image_layers", "the convolutional NCSN layer by layer vs PyTorch", "bench_unet_layers.py")):
         if results.get(key):
             sub = results[key]
             add("")
@@ -568,6 +570,8 @@ def main(argv=None) -> int:
     if args.images:
         log("convolutional NCSN vs PyTorch: benchmarks/bench_ncsn_conv.py (subprocess)")
         results["images"] = run_script("bench_ncsn_conv.py", "results_ncsn_conv", args.quick)
+        log("the conv NCSN layer by layer vs PyTorch: benchmarks/bench_unet_layers.py (subprocess)")
+        results["image_layers"] = run_script("bench_unet_layers.py", "results_unet_layers", args.quick)
     results["load_end"] = loadavg()
     results["machine"] = machine_info()
     results["total_s"] = round(time.perf_counter() - t_start, 1)

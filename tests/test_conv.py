@@ -52,12 +52,14 @@ def test_patch_conv_equals_xla_convolution_and_its_gradients(h, w, cin, cout, k,
 
 
 @pytest.mark.parametrize("k, padding, hw", [(3, "SAME", (8, 8)), (1, "SAME", (7, 9)), (3, ((0, 2), (1, 1)), (5, 7)),
-                                        (5, ((2, 2), (2, 2)), (6, 6))])
-def test_canonical_conv_has_xlas_gradients(x64, k, padding, hw):
-    """The hand-written backward pass (two forward convolutions) against JAX's own transpose
-    rules, in float64: the same numbers."""
-    x = jax.random.normal(jax.random.key(0), (3, *hw, 4), jnp.float64)
-    kernel = jax.random.normal(jax.random.key(1), (k, k, 4, 5), jnp.float64)
+                                        (5, ((2, 2), (2, 2)), (6, 6)), (3, ((2, 0), (0, 1)), (6, 5)),
+                                        (1, ((1, 0), (0, 1)), (4, 4))])
+@pytest.mark.parametrize("cin, cout", [(4, 5), (5, 4), (3, 3)])  # ∂W with x transposed (O > C) or g (O ≤ C)
+def test_canonical_conv_has_xlas_gradients(x64, k, padding, hw, cin, cout):
+    """The hand-written backward pass (two forward convolutions; a 1×1 kernel without padding is
+    a matmul) against JAX's own transpose rules, in float64: the same numbers."""
+    x = jax.random.normal(jax.random.key(0), (3, *hw, cin), jnp.float64)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout), jnp.float64)
 
     def loss(conv):
         return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), padding)))
