@@ -58,9 +58,11 @@ def layers(shape: str, channels=CHANNELS) -> list[dict]:
     import jax
 
     from benchmarks import bench_ncsn_conv
+    from dsmcli.models.conv_blocks import groups
 
     h, w, _ = SHAPES[shape]
-    exp = bench_ncsn_conv.build_experiment(shape, Path(tempfile.mkdtemp(prefix="dsm-layers-")), 16, 2, channels)
+    with tempfile.TemporaryDirectory(prefix="dsm-layers-") as tmp:  # the data files the experiment reads
+        exp = bench_ncsn_conv.build_experiment(shape, Path(tmp), 16, 2, channels)
     n_levels = len(channels)
     out = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(exp.params)[0]:
@@ -84,8 +86,6 @@ def layers(shape: str, channels=CHANNELS) -> list[dict]:
             out.append({"name": name, "kind": "conv", "hw": res, "k": int(k), "cin": int(cin), "cout": int(cout)})
         elif keys[-1] == "scale":
             c = int(leaf.shape[0])
-            from dsmcli.models.conv_blocks import groups
-
             out.append({"name": name, "kind": "groupnorm+silu", "hw": res, "channels": c, "groups": groups(c)})
     order = {"stem": 0, "down": 1, "mid": 2, "up": 3, "norm_out": 4, "out": 5}
     return sorted(out, key=lambda l: (order[l["name"].split(".")[0]], l["name"].split(".")[1:2],
@@ -267,7 +267,9 @@ def main(argv=None) -> int:
         return 0
     t_start, load_before = time.perf_counter(), loadavg()
     layer_list = layers(args.shape)
-    spec = args.out.with_suffix(".layers.json")
+    import tempfile
+
+    spec = Path(tempfile.mkstemp(prefix="dsm-layers-", suffix=".json")[1])  # the worker's layer list
     spec.write_text(json.dumps(layer_list))
     worker = subprocess.Popen([sys.executable, __file__, "--torch-worker", str(spec)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
         if worker.stdin:
             worker.stdin.close()
         worker.wait(timeout=60)
-    spec.unlink(missing_ok=True)
+        spec.unlink(missing_ok=True)
     import jax
 
     best = {side: {k: min(rd[k] for rd in rs) for k in rs[0]} for side, rs in rounds.items()}

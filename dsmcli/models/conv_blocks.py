@@ -89,7 +89,7 @@ def _canonical_conv_bwd(padding, residuals, g):
     Each form moves one operand's channels in front of its batch — a transpose of every entry,
     the slow part — and the other's batch behind its rows (blocks of channels stay whole). The
     second form transposes g, the first x: whichever has fewer channels (O ≤ C: g), measured
-    1.2–1.3× faster for the U-Net's 96 → 32 and 128 → 64 layers (BENCHMARKS.md).
+    1.1–1.25× faster for the U-Net's 96 → 32 and 128 → 64 layers' ∂W (BENCHMARKS.md).
     """
     import jax.numpy as jnp
 
@@ -129,8 +129,8 @@ def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
     the optimised HLO; BENCHMARKS.md). Written in the canonical layout, every convolution of
     the step takes the fast path inside the scan too. Strided convolutions (the encoders' 2×
     down-sampling) fall back to ``patch_conv``, and 1×1 convolutions (the skip projections) are
-    one matmul ``patch_conv`` computes, whose gradients are matmuls too (1.3–1.6× faster than
-    the convolution form, BENCHMARKS.md). Plugged into ``nnx.Conv(conv_general_dilated=...)``.
+    one matmul ``patch_conv`` computes, whose gradients are matmuls too (forward + backward
+    1.0–1.8× faster than the convolution form, BENCHMARKS.md). Plugged into ``nnx.Conv(conv_general_dilated=...)``.
     """
     global _CANONICAL
     import jax
