@@ -427,12 +427,11 @@ def nchw_to_rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(len(x), -1)
 
 
-def forward_agreement(exp, net, n: int = 4, seed: int = 7, memory_format=None) -> dict:
-    """dsm's s(x, σ) and the twin's on the same ``n`` rows (training images plus σ-scaled noise),
-    the rows' σ spread over the schedule: max |Δ|, max |s| and their ratio."""
+def agreement_inputs(exp, n: int = 4, seed: int = 7) -> dict:
+    """``n`` rows (training images plus σ-scaled noise, the rows' σ spread over the schedule) and
+    dsm's s(x, σ) on them, as host arrays (so the comparison can run where PyTorch lives)."""
     import jax
     import jax.numpy as jnp
-    import torch
 
     rng = np.random.default_rng(seed)
     sigmas = np.asarray(exp.objective.sigmas(), np.float32)
@@ -440,14 +439,38 @@ def forward_agreement(exp, net, n: int = 4, seed: int = 7, memory_format=None) -
     x = exp.data.x_train[rng.integers(0, len(exp.data.x_train), n)]
     x = (x + sig[:, None] * rng.standard_normal(x.shape)).astype(np.float32)
     a = np.asarray(jax.jit(lambda p, x, s: exp.net(p)(x, s))(exp.params, jnp.asarray(x), jnp.asarray(sig)))
-    img = torch.from_numpy(rows_to_nchw(x, image_shape(exp)))
+    return {"x": x, "sigma": sig, "dsm": a, "image_shape": list(image_shape(exp))}
+
+
+def twin_agreement(inputs: dict, net, memory_format=None) -> dict:
+    """The twin's s(x, σ) on ``agreement_inputs``' rows against dsm's: max |Δ|, max |s| and their ratio."""
+    import torch
+
+    img = torch.from_numpy(rows_to_nchw(inputs["x"], inputs["image_shape"]))
     if memory_format is not None:
         img = img.contiguous(memory_format=memory_format)
     with torch.no_grad():
-        b = nchw_to_rows(net(img, torch.from_numpy(sig)).numpy())
+        b = nchw_to_rows(net(img, torch.from_numpy(inputs["sigma"])).numpy())
+    a = inputs["dsm"]
     d = float(np.max(np.abs(a - b)))
     return {"max_abs_diff": d, "max_abs_score": float(np.max(np.abs(a))),
-            "rel": d / float(np.max(np.abs(a))), "sigmas": sig.tolist()}
+            "rel": d / float(np.max(np.abs(a))), "sigmas": inputs["sigma"].tolist()}
+
+
+def forward_agreement(exp, net, n: int = 4, seed: int = 7, memory_format=None) -> dict:
+    """dsm's s(x, σ) and the twin's on the same ``n`` rows (``agreement_inputs``, ``twin_agreement``)."""
+    return twin_agreement(agreement_inputs(exp, n, seed), net, memory_format)
+
+
+def twin_checks(spec: dict, inputs: dict) -> dict:
+    """The twin's parameter count and its forward agreement in both layouts (run where PyTorch is)."""
+    import torch
+
+    twin = twin_from_spec(spec)
+    return {"params_torch": sum(p.numel() for p in twin.parameters()),
+            "forward_agreement": {"nchw": twin_agreement(inputs, twin),
+                                  "channels_last": twin_agreement(inputs, twin_from_spec(spec, torch.channels_last),
+                                                                  torch.channels_last)}}
 
 
 def torch_loss(net, x, level, z, sigmas_t):
@@ -710,6 +733,13 @@ def worker_main() -> int:
                     specs[msg["spec"]] = load_spec(Path(msg["spec"]))
                 runners[msg["key"]] = torch_runner(specs[msg["spec"]], msg["workload"], msg["name"], msg["plan"])
                 reply({"ok": True})
+            elif msg["op"] == "checks":
+                if msg["spec"] not in specs:
+                    specs[msg["spec"]] = load_spec(Path(msg["spec"]))
+                with np.load(msg["inputs"]) as f:
+                    inputs = {k: f[k] for k in f.files}
+                inputs["image_shape"] = [int(v) for v in inputs["image_shape"]]
+                reply({"checks": twin_checks(specs[msg["spec"]], inputs)})
             elif msg["op"] == "run":
                 dt, dc, info = runners[msg["key"]].run(msg["seed"])
                 reply({"dt": dt, "dc": dc, "info": info})
@@ -734,18 +764,17 @@ def build_runners(shape: str, folder: Path, plan: dict, names: list[str], worklo
                   worker: TorchWorker | None = None) -> tuple[dict, dict]:
     """(workload -> name -> runner, setup info) for one shape; the PyTorch contenders in
     ``worker`` where one is given, else in this process."""
-    import torch
-
     exp = build_experiment(shape, folder, plan["batch"], plan["steps"])
     spec = twin_spec(exp)
     info = {"image_shape": spec["image_shape"], "params_dsm": spec["params_dsm"], "data": DATA_NOTE[shape],
             "n_train": len(exp.data.x_train), "sigmas": spec["sigmas"]}
-    twin = twin_from_spec(spec)
-    info["params_torch"] = sum(p.numel() for p in twin.parameters())
-    info["forward_agreement"] = {"nchw": forward_agreement(exp, twin),
-                                 "channels_last": forward_agreement(exp, twin_from_spec(spec, torch.channels_last),
-                                                                    memory_format=torch.channels_last)}
+    inputs = agreement_inputs(exp)
     spec_path = save_spec(spec, folder / "twin.npz") if worker is not None else None
+    if worker is None:
+        info.update(twin_checks(spec, inputs))
+    else:  # PyTorch never loads in the JAX process (its threads slowed dsm's steps by 5-15 %)
+        np.savez(folder / "agreement.npz", **{k: np.asarray(v) for k, v in inputs.items()})
+        info.update(worker.call(op="checks", spec=str(spec_path), inputs=str(folder / "agreement.npz"))["checks"])
     runners = {}
     for w in workloads:
         runners[w] = {}
@@ -860,7 +889,8 @@ def _bench(plan, names, tmp: Path, worker, load_before) -> dict:
         "all_finite": all(c["all_finite"] for r in rows.values() for w in r.values() for c in w["contenders"].values()),
     }
     checks["forward_agrees"] = checks["forward_max_rel"] <= FORWARD_TOL
-    return {"rows": rows, "setup": setup, "checks": checks, "load_before": load_before, "load_after": loadavg()}
+    return {"rows": rows, "setup": setup, "checks": checks, "load_before": load_before, "load_after": loadavg(),
+            "torch_in_jax_process": "torch" in sys.modules}
 
 
 CHECKS = ("params_equal", "forward_agrees", "all_finite")

@@ -11,7 +11,7 @@ batch 128, two ways:
 * **forward + backward**: y and the gradients of ⟨y, g⟩ for a fixed random g with respect to the
   input and every parameter.
 
-JAX: ``conv_blocks.canonical_conv`` (the library's convolution) and ``flax.nnx.GroupNorm`` +
+JAX: ``conv_blocks.canonical_conv`` (the library's convolution) and ``group_norm.group_norm`` +
 ``jax.nn.silu``, 4 repetitions in one ``lax.scan`` (as the trainer runs them) whose carry is y (and
 every gradient): XLA computes all of them, into buffers the loop reuses, and no extra pass reads
 them; compiled with the flags ``dsm train`` uses. (Summing the outputs instead adds a pass per
@@ -125,7 +125,7 @@ def jax_timers(layer_list: list[dict]) -> dict:
                 return conv_blocks.canonical_conv(x, p["kernel"], (1, 1), "SAME") + p["bias"]
         else:
             cin = cout = layer["channels"]
-            norm = nnx.GroupNorm(cin, num_groups=layer["groups"], rngs=nnx.Rngs(i))
+            norm = conv_blocks.group_norm(cin, nnx.Rngs(i))  # the network's layer (groups(cin) groups)
             graphdef, params = nnx.split(norm)
 
             def apply(p, x, graphdef=graphdef):
@@ -222,7 +222,7 @@ def render(res: dict) -> str:
         f"# `ncsn_conv` layer by layer at {res['shape']}: XLA:CPU vs PyTorch (oneDNN)", "",
         f"Batch {BATCH}, each layer alone, best of {res['rounds']} interleaved rounds, ms per call "
         f"(forward; forward + backward = input and parameter gradients), every output returned. JAX: "
-        f"`conv_blocks.canonical_conv`, `nnx.GroupNorm` + `jax.nn.silu`, {REPS} calls in one `lax.scan` whose carry "
+        f"`conv_blocks.canonical_conv`, `group_norm.group_norm` + `jax.nn.silu`, {REPS} calls in one `lax.scan` whose carry "
         f"is every output; PyTorch "
         f"{res['torch']} eager, channels_last, {THREADS} threads, own process. Produced by "
         f"`benchmarks/bench_unet_layers.py --shape {res['shape']}`.", "",

@@ -129,10 +129,12 @@ def machine_info() -> dict:
         info["os"] = rel.get("PRETTY_NAME", "").strip('"')
     except OSError:
         pass
+    from importlib import metadata
+
     versions = {}
     for mod in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
-        try:
-            versions[mod] = __import__(mod).__version__
+        try:  # the installed distribution's version: importing torch would load its runtime here
+            versions[mod] = metadata.version(mod)
         except Exception as e:  # noqa: BLE001 - report, don't fail
             versions[mod] = f"n/a ({type(e).__name__})"
     info["versions"] = versions

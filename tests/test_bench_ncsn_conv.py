@@ -129,6 +129,25 @@ def test_torch_worker_builds_and_runs(tiny_exp, tmp_path):
     assert worker.proc.returncode == 0
 
 
+def test_worker_checks_the_twin_so_torch_stays_out_of_the_jax_process(digits_exp, tmp_path):
+    """With a worker, the parameter count and forward agreement come from the worker's PyTorch and
+    equal the in-process check (the JAX process then never needs torch; ``build_runners``)."""
+    spec = bench.twin_spec(digits_exp)
+    inputs = bench.agreement_inputs(digits_exp)
+    np.savez(tmp_path / "agreement.npz", **{k: np.asarray(v) for k, v in inputs.items()})
+    worker = bench.TorchWorker()
+    try:
+        remote = worker.call(op="checks", spec=str(bench.save_spec(spec, tmp_path / "twin.npz")),
+                             inputs=str(tmp_path / "agreement.npz"))["checks"]
+    finally:
+        worker.close()
+    local = bench.twin_checks(spec, inputs)
+    assert remote["params_torch"] == local["params_torch"] == spec["params_dsm"]
+    for layout in ("nchw", "channels_last"):
+        assert remote["forward_agreement"][layout]["rel"] == pytest.approx(local["forward_agreement"][layout]["rel"], abs=1e-7)
+        assert remote["forward_agreement"][layout]["rel"] < bench.FORWARD_TOL
+
+
 def test_ratios_compare_dsm_with_the_fastest_pytorch_contender():
     names = bench.contender_names((2, 1))
     assert names == ["dsm", "torch_nchw", "torch_channels_last", "torch_nchw_1t", "torch_channels_last_1t"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from dsmcli.errors import UserError
+from dsmcli.models.group_norm import group_norm, groups  # noqa: F401  (groups: the benchmarks' twins use it)
 
 
 IMAGE_KINDS = "digits, mnist, images or cifar10"  # the data kinds with an image_shape (for messages)
@@ -173,11 +174,6 @@ def conv(cin: int, cout: int, kernel: int, rngs, strides: int = 1):
     return nnx.Conv(cin, cout, (kernel, kernel), strides=strides, conv_general_dilated=CONVOLUTION["fn"], rngs=rngs)
 
 
-def groups(channels: int) -> int:
-    """GroupNorm groups: 8 where they divide the channels (Wu & He 2018), else fewer."""
-    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
-
-
 def res_block(cin: int, cout: int, emb_dim: int | None, act, rngs):
     """GroupNorm → act → conv3×3 (+ a per-channel bias from the conditioning embedding) →
     GroupNorm → act → conv3×3, plus a (1×1-projected) skip connection (He et al. 2016)."""
@@ -185,10 +181,10 @@ def res_block(cin: int, cout: int, emb_dim: int | None, act, rngs):
 
     class ResBlock(nnx.Module):
         def __init__(self):
-            self.norm1 = nnx.GroupNorm(cin, num_groups=groups(cin), rngs=rngs)
+            self.norm1 = group_norm(cin, rngs)
             self.conv1 = conv(cin, cout, 3, rngs)
             self.cond = nnx.Linear(emb_dim, cout, rngs=rngs) if emb_dim else None
-            self.norm2 = nnx.GroupNorm(cout, num_groups=groups(cout), rngs=rngs)
+            self.norm2 = group_norm(cout, rngs)
             self.conv2 = conv(cout, cout, 3, rngs)
             self.skip = conv(cin, cout, 1, rngs) if cin != cout else None
 
@@ -222,7 +218,7 @@ def unet(channels: list[int], emb_dim: int | None, act, rngs, pixel_channels: in
                 ups.append(res_block(cin + c, c, emb_dim, act, rngs))
                 cin = c
             self.up = nnx.List(ups)
-            self.norm_out = nnx.GroupNorm(c0, num_groups=groups(c0), rngs=rngs)
+            self.norm_out = group_norm(c0, rngs)
             self.out = conv(c0, pixel_channels, 3, rngs)
 
         def __call__(self, img, emb=None):
