@@ -246,7 +246,7 @@ def _torch_classes():
     from torch import nn
     from torch.nn import functional as F
 
-    from dsmcli.models.conv_blocks import groups
+    from dsmcli.models.group_norm import groups
 
     def norm(c):
         return nn.GroupNorm(groups(c), c, eps=1e-6)  # flax's GroupNorm: ε = 1e-6
@@ -330,6 +330,19 @@ def load_spec(path: Path) -> dict:
         spec["x_train"] = f["x_train"]
         spec["weights"] = {k[2:]: f[k] for k in f.files if k.startswith("w:")}
     return spec
+
+
+def save_inputs(inputs: dict, path: Path) -> Path:
+    """``agreement_inputs`` as an .npz, for the PyTorch worker."""
+    np.savez(path, **{k: np.asarray(v) for k, v in inputs.items()})
+    return path
+
+
+def load_inputs(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        inputs = {k: f[k] for k in f.files}
+    inputs["image_shape"] = [int(v) for v in inputs["image_shape"]]
+    return inputs
 
 
 def twin_from_spec(spec: dict, memory_format=None):
@@ -728,18 +741,13 @@ def worker_main() -> int:
             if msg["op"] == "quit":
                 reply({"ok": True})
                 break
+            if "spec" in msg and msg["spec"] not in specs:
+                specs[msg["spec"]] = load_spec(Path(msg["spec"]))
             if msg["op"] == "build":
-                if msg["spec"] not in specs:
-                    specs[msg["spec"]] = load_spec(Path(msg["spec"]))
                 runners[msg["key"]] = torch_runner(specs[msg["spec"]], msg["workload"], msg["name"], msg["plan"])
                 reply({"ok": True})
             elif msg["op"] == "checks":
-                if msg["spec"] not in specs:
-                    specs[msg["spec"]] = load_spec(Path(msg["spec"]))
-                with np.load(msg["inputs"]) as f:
-                    inputs = {k: f[k] for k in f.files}
-                inputs["image_shape"] = [int(v) for v in inputs["image_shape"]]
-                reply({"checks": twin_checks(specs[msg["spec"]], inputs)})
+                reply({"checks": twin_checks(specs[msg["spec"]], load_inputs(Path(msg["inputs"])))})
             elif msg["op"] == "run":
                 dt, dc, info = runners[msg["key"]].run(msg["seed"])
                 reply({"dt": dt, "dc": dc, "info": info})
@@ -773,8 +781,8 @@ def build_runners(shape: str, folder: Path, plan: dict, names: list[str], worklo
     if worker is None:
         info.update(twin_checks(spec, inputs))
     else:  # PyTorch never loads in the JAX process (its threads slowed dsm's steps by 5-15 %)
-        np.savez(folder / "agreement.npz", **{k: np.asarray(v) for k, v in inputs.items()})
-        info.update(worker.call(op="checks", spec=str(spec_path), inputs=str(folder / "agreement.npz"))["checks"])
+        inputs_path = save_inputs(inputs, folder / "agreement.npz")
+        info.update(worker.call(op="checks", spec=str(spec_path), inputs=str(inputs_path))["checks"])
     runners = {}
     for w in workloads:
         runners[w] = {}

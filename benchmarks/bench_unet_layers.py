@@ -58,7 +58,7 @@ def layers(shape: str, channels=CHANNELS) -> list[dict]:
     import jax
 
     from benchmarks import bench_ncsn_conv
-    from dsmcli.models.conv_blocks import groups
+    from dsmcli.models.group_norm import groups
 
     h, w, _ = SHAPES[shape]
     with tempfile.TemporaryDirectory(prefix="dsm-layers-") as tmp:  # the data files the experiment reads

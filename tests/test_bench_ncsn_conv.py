@@ -134,11 +134,10 @@ def test_worker_checks_the_twin_so_torch_stays_out_of_the_jax_process(digits_exp
     equal the in-process check (the JAX process then never needs torch; ``build_runners``)."""
     spec = bench.twin_spec(digits_exp)
     inputs = bench.agreement_inputs(digits_exp)
-    np.savez(tmp_path / "agreement.npz", **{k: np.asarray(v) for k, v in inputs.items()})
     worker = bench.TorchWorker()
     try:
         remote = worker.call(op="checks", spec=str(bench.save_spec(spec, tmp_path / "twin.npz")),
-                             inputs=str(tmp_path / "agreement.npz"))["checks"]
+                             inputs=str(bench.save_inputs(inputs, tmp_path / "agreement.npz")))["checks"]
     finally:
         worker.close()
     local = bench.twin_checks(spec, inputs)

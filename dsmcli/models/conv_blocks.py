@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from dsmcli.errors import UserError
-from dsmcli.models.group_norm import group_norm, groups  # noqa: F401  (groups: the benchmarks' twins use it)
+from dsmcli.models.group_norm import group_norm
 
 
 IMAGE_KINDS = "digits, mnist, images or cifar10"  # the data kinds with an image_shape (for messages)

@@ -88,7 +88,7 @@ def group_norm(channels: int, rngs):
 
     class GroupNorm(nnx.GroupNorm):
         def __call__(self, x, *, mask=None):
-            if x.ndim != 4 or mask is not None or self.reduction_axes is not None:
+            if x.ndim != 4 or mask is not None:
                 return super().__call__(x, mask=mask)
             return group_norm_nhwc(x, self.scale[...], self.bias[...], self.num_groups, self.epsilon)
 
