@@ -33,7 +33,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 
 
@@ -47,10 +49,7 @@ def keep_freed_memory() -> None:
 def measure(allocator: str, shape: str, dispatches: int) -> dict:
     if allocator == "keep":
         keep_freed_memory()  # before JAX exists: its threads must not have arenas yet
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(HERE.parent))
-    import bench_ncsn_conv as b
-
+    from benchmarks import bench_ncsn_conv as b
     from dsmcli import jaxsetup
 
     jaxsetup.setup()
