@@ -9,7 +9,9 @@
   gets — a worker of ``dsm compare --jobs N`` pinned to some of them, or another machine with
   more (tested; no measurable cost: BENCHMARKS.md). A value already in ``XLA_FLAGS`` wins. It
   must be set before JAX creates its CPU client: the CLI sets it before it imports JAX, and
-  ``setup`` again for library use.
+  ``setup`` again for library use. The other two parts of the guarantee: dense layers' gradient
+  products go to YNNPACK too (``models.dense``), and a ``--jobs`` worker sizes its thread pools
+  before it is pinned, for the convolutions Eigen computes (``launch.pin_after_jax_starts``).
 * **The persistent compilation cache**: repeated runs of the same config skip XLA compilation;
   ``DSM_COMPILE_CACHE=0`` turns it off, ``DSM_COMPILE_CACHE=/path`` moves it.
 """

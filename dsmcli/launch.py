@@ -8,7 +8,8 @@ it once per row. It is a plain function of a JSON-able payload, so the same call
 * in this process (``--jobs 1``, the default);
 * in ``--jobs N`` worker processes of a ``concurrent.futures.ProcessPoolExecutor`` (spawned, so
   each starts a fresh JAX). Each worker takes one *slot* for its life: on CPU a share of the
-  cores (``sched_setaffinity``; XLA sizes its thread pools from them), on GPUs its own device(s)
+  cores (``sched_setaffinity``; for convolution networks after JAX has sized its thread pools
+  from every core: ``pin_after_jax_starts``), on GPUs its own device(s)
   (``CUDA_VISIBLE_DEVICES``) — so workers do not fight over them. A worker that dies (a crash,
   the OOM killer) breaks the pool; the groups it took down are run again, each in a pool of its
   own, and a group whose own worker dies again is that group's error, not the sweep's;
@@ -16,9 +17,10 @@ it once per row. It is a plain function of a JSON-able payload, so the same call
   address is given), each ``num_cpus`` = its share of a node.
 
 Every worker writes into the shared runs directory under the run-directory guarantees (atomic
-allocation, one writer per run), and the numbers do not depend on the worker: XLA's results do
-not depend on the thread count (``jaxsetup``), so every run equals a ``dsm train`` of its own
-``config.yaml`` bit for bit (tested).
+allocation, one writer per run), and the numbers do not depend on the worker: a worker's XLA
+thread pools are those of a plain run (``pin_after_jax_starts``), dense layers and reductions do
+not depend on the thread count at all (``models.dense``, ``jaxsetup``), so every run equals a
+``dsm train`` of its own ``config.yaml`` bit for bit (tested, for dense and conv networks).
 """
 
 from __future__ import annotations
@@ -127,16 +129,60 @@ def slots(jobs: int) -> list[dict]:
 
 
 def _worker_init(queue) -> None:
-    """Runs first in each spawned worker: take a slot, pin it, stay quiet, set XLA's flags."""
+    """Runs first in each spawned worker: take a slot, stay quiet, set XLA's flags, pin it."""
     slot = queue.get()
     os.environ.update(slot["env"])
-    if hasattr(os, "sched_setaffinity") and slot["cpus"]:
-        os.sched_setaffinity(0, slot["cpus"])
     from dsmcli import console
     from dsmcli.jaxsetup import configure_xla_env
 
     console.set_quiet(True)
     configure_xla_env()
+    if hasattr(os, "sched_setaffinity") and slot["cpus"]:
+        if slot.get("pools_from_every_core"):
+            pin_after_jax_starts(slot["cpus"])
+        else:
+            os.sched_setaffinity(0, slot["cpus"])
+
+
+def pools_from_every_core(groups: list[dict]) -> bool:
+    """Whether the workers must start JAX before they pin themselves (``pin_after_jax_starts``):
+    unless every group trains a network of dense layers only — a model kind marked
+    ``THREAD_INDEPENDENT`` (``models.dense``), on data that are not images, whose objectives may
+    add convolution networks of their own. A pool of a plain run's size on a worker's share of
+    the cores costs time: the 8 runs of the objectives comparison took 175 s with it against
+    150 s pinned first (BENCHMARKS.md), so dense sweeps pin first."""
+    from dsmcli import data as data_registry
+    from dsmcli import models
+
+    def dense_only(cfg: dict) -> bool:
+        model = models.REGISTRY.get((cfg.get("model") or {}).get("kind"))
+        data = data_registry.REGISTRY.get((cfg.get("data") or {}).get("kind"))
+        return getattr(model, "THREAD_INDEPENDENT", False) and data is not None and not getattr(data, "IMAGES", False)
+
+    return not all(dense_only(g["config"]) for g in groups)
+
+
+def pin_after_jax_starts(cpus) -> None:
+    """Start JAX's CPU client with every core this process may use, then move every thread of
+    the process to ``cpus``.
+
+    XLA:CPU sizes its thread pools from the cores a process may use when the client starts, and
+    how Eigen splits a convolution's or a matrix product's long contracted axis over those
+    threads decides the last bits of the result: pinned before JAX started, a worker's conv
+    networks gave other bits than a ``dsm train`` on every core (loss 29.636999 against
+    29.637003 at step 40 of the digits NCSN). Started first, the pools have a plain run's size
+    and the worker computes a plain run's bits; the pinning keeps the workers off each other's
+    cores (``sched_setaffinity`` is per thread on Linux, so each thread is moved)."""
+    import jax
+
+    jax.devices("cpu")
+    tasks = Path("/proc/self/task")
+    tids = [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # a thread that has ended since the listing
+            pass
 
 
 # --------------------------------------------------------------------------- launchers
@@ -168,8 +214,9 @@ def _run_pool(indices: list[int], groups: list[dict], jobs: int, report, done: d
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    late = pools_from_every_core([groups[i] for i in indices])
     for slot in slots(min(jobs, len(indices))):
-        queue.put(slot)
+        queue.put({**slot, "pools_from_every_core": late})
     lost = []
     with ProcessPoolExecutor(max_workers=min(jobs, len(indices)), mp_context=ctx, initializer=_worker_init,
                              initargs=(queue,)) as pool:

@@ -145,8 +145,9 @@ def test_same_config_and_seed_give_identical_metrics_across_processes(tmp_path, 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs at least two CPUs to compare one against several")
 def test_same_numbers_on_one_core_and_on_all_of_them(tmp_path):
-    """XLA:CPU's reductions are left to its own emitter (jaxsetup), so a run pinned to one core
-    (a compare worker) computes every bit as one with all cores."""
+    """XLA:CPU's reductions are left to its own emitter (jaxsetup) and the dense layers' gradient
+    products to YNNPACK (models.dense), so a run pinned to one core computes every bit as one with
+    all cores (on a 2-core AVX2 EPYC, Eigen's weight gradients changed the loss from step 100 on)."""
     one = sorted(os.sched_getaffinity(0))[:1]
     env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}  # as users run it
     quickstart = Path(__file__).parents[1] / "configs" / "quickstart.yaml"

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from dsmcli import compare, runs
 from dsmcli.cli import app
 
+from tests.conftest import write_config
+
 DSM = [sys.executable, "-m", "dsmcli"]
 TIMING = {"steps_per_sec", "wall_s", "compile_s"}
 SMALL_SAMPLE = ["sample.n=60", "sample.steps=5"]
@@ -64,6 +66,41 @@ def test_jobs_2_runs_equal_plain_trainings_bit_for_bit(tmp_path, tiny_config, ru
     assert_each_run_equals_a_plain_train(table[:2], tmp_path)
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["jobs"] == 2 and saved["launcher"] == "local" and saved["seeds"] == [0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs at least two CPUs for a worker pinned to fewer cores than a plain run")
+def test_a_pinned_worker_trains_a_conv_network_as_a_plain_train_does(tmp_path, runs_dir):
+    """A --jobs 2 worker has half the cores; the weight gradients of a convolution network (Eigen
+    splits their long batch × pixels axis over its threads) still come out as in a ``dsm train``
+    with every core, because the worker's thread pools are sized before it is pinned."""
+    conv = write_config(tmp_path / "conv.yaml", {"train.batch_size": 128, "train.steps": 20},
+                        data={"kind": "digits", "scale": "unit"},
+                        model={"kind": "ncsn_conv", "channels": [8, 16], "embedding": 16},
+                        objective={"kind": "ncsn", "n_sigmas": 3},
+                        sample={"kind": "annealed_langevin", "n": 16, "steps": 2, "step_size": 1e-5,
+                                "init": {"kind": "uniform", "low": 0, "high": 1}})
+    cmp = write_compare(tmp_path, conv, [{"name": "conv", "set": {}}], seeds=[0, 1])  # two workers, a core each
+    out, table = compare.run(str(cmp), [], runs_dir=str(runs_dir), jobs=2)
+    assert table[0]["status"] == "completed" and len(table[0]["runs"]) == 2, table[0].get("errors")
+    assert_each_run_equals_a_plain_train(table, tmp_path)
+
+
+def test_workers_start_jax_before_pinning_unless_every_network_is_dense(tmp_path, tiny_config):
+    """Dense networks on non-image data pin first (faster); anything else sizes the pools first."""
+    from dsmcli import config
+    from dsmcli.launch import pools_from_every_core
+
+    dense = {"config": config.validate(yaml.safe_load(Path(tiny_config).read_text()) | {"name": "t"}, "t").to_dict()}
+    conv_cfg = yaml.safe_load(Path(tiny_config).read_text()) | {"name": "c", "data": {"kind": "digits"},
+                                                                "objective": {"kind": "ncsn", "n_sigmas": 3}}
+    conv_cfg.pop("model")
+    conv = {"config": config.validate(conv_cfg, "c").to_dict()}
+    assert conv["config"]["model"]["kind"] == "ncsn_conv"
+    tied = {"config": config.validate(yaml.safe_load(Path(tiny_config).read_text()) | {
+        "name": "d", "model": {"kind": "tied_dae", "hidden": 8}, "objective": {"kind": "dsm", "sigma": 0.3}}, "d").to_dict()}
+    assert not pools_from_every_core([dense, dense])
+    assert pools_from_every_core([dense, conv]) and pools_from_every_core([tied])
 
 
 def test_a_worker_that_dies_fails_its_own_rows_only(tmp_path, tiny_config, runs_dir, monkeypatch):

@@ -33,6 +33,8 @@ class Config(Section):
 def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, image_shape=None, **options):
     from flax import nnx
 
+    from dsmcli.models import dense
+
     k = cfg.latent
     act = activation_fn(cfg.activation)
     hw = require_image("conv", image_shape, len(cfg.channels) - (k is None))  # (H, W, C)
@@ -47,8 +49,8 @@ def build(cfg: Config, dim: int, rngs, stochastic_encoder: bool = False, image_s
             self.enc = nnx.List([conv(a, b, 3, rngs, strides=2) for a, b in zip(widths[:-1], widths[1:])])
             self.small = (hw[0] // 2 ** len(chans), hw[1] // 2 ** len(chans))
             flat = self.small[0] * self.small[1] * chans[-1]
-            self.to_code = nnx.Linear(flat, 2 * k if stochastic_encoder else k, rngs=rngs)
-            self.from_code = nnx.Linear(k, flat, rngs=rngs)
+            self.to_code = dense.Linear(flat, 2 * k if stochastic_encoder else k, rngs=rngs)
+            self.from_code = dense.Linear(k, flat, rngs=rngs)
             up = list(reversed(widths))  # c_L … c_1, C
             self.dec = nnx.List([conv(a, b, 3, rngs) for a, b in zip(up[:-1], up[1:])])
 

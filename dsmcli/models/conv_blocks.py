@@ -179,11 +179,13 @@ def res_block(cin: int, cout: int, emb_dim: int | None, act, rngs):
     GroupNorm → act → conv3×3, plus a (1×1-projected) skip connection (He et al. 2016)."""
     from flax import nnx
 
+    from dsmcli.models import dense
+
     class ResBlock(nnx.Module):
         def __init__(self):
             self.norm1 = group_norm(cin, rngs)
             self.conv1 = conv(cin, cout, 3, rngs)
-            self.cond = nnx.Linear(emb_dim, cout, rngs=rngs) if emb_dim else None
+            self.cond = dense.Linear(emb_dim, cout, rngs=rngs) if emb_dim else None
             self.norm2 = group_norm(cout, rngs)
             self.conv2 = conv(cout, cout, 3, rngs)
             self.skip = conv(cin, cout, 1, rngs) if cin != cout else None

@@ -15,6 +15,10 @@ from dsmcli.models.mlp import forward, stack
 from dsmcli.section import Section
 
 
+# dense layers only (models.dense): the gradients' bits do not depend on the thread count
+THREAD_INDEPENDENT = True
+
+
 class Config(Section):
     kind: Literal["energy"] = "energy"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])

@@ -20,6 +20,10 @@ from dsmcli.models.activations import ACTIVATIONS, activation_fn
 from dsmcli.section import Section
 
 
+# dense layers only (models.dense): the gradients' bits do not depend on the thread count
+THREAD_INDEPENDENT = True
+
+
 class Config(Section):
     kind: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])
@@ -38,7 +42,9 @@ def stack(widths: list[int], rngs):
     """Linear layers between consecutive ``widths``."""
     from flax import nnx
 
-    return nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+    from dsmcli.models.dense import Linear
+
+    return nnx.List([Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
 
 
 def forward(layers, act, x):

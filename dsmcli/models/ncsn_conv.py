@@ -31,6 +31,8 @@ def build(cfg: Config, dim: int, rngs, image_shape=None, **options):
     import jax.numpy as jnp
     from flax import nnx
 
+    from dsmcli.models import dense
+
     act = activation_fn(cfg.activation)
     hw = require_image("ncsn_conv", image_shape, len(cfg.channels) - 1)  # (H, W, C)
 
@@ -38,8 +40,8 @@ def build(cfg: Config, dim: int, rngs, image_shape=None, **options):
         noise_conditional = True
 
         def __init__(self):
-            self.embed = nnx.List([nnx.Linear(1, cfg.embedding, rngs=rngs),
-                                   nnx.Linear(cfg.embedding, cfg.embedding, rngs=rngs)])
+            self.embed = nnx.List([dense.Linear(1, cfg.embedding, rngs=rngs),
+                                   dense.Linear(cfg.embedding, cfg.embedding, rngs=rngs)])
             self.unet = unet(cfg.channels, cfg.embedding, act, rngs, hw[2])
 
         def __call__(self, x, sigma):

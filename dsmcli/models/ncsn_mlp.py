@@ -16,6 +16,10 @@ from dsmcli.models.mlp import forward, stack
 from dsmcli.section import Section
 
 
+# dense layers only (models.dense): the gradients' bits do not depend on the thread count
+THREAD_INDEPENDENT = True
+
+
 class Config(Section):
     kind: Literal["ncsn_mlp"] = "ncsn_mlp"
     hidden: list[PositiveInt] = Field(default_factory=lambda: [128, 128])

@@ -103,15 +103,17 @@ def pixel_network(image_hw: tuple[int, int], latent: int, levels: int, channels:
     ``logits(x, cond)`` split it so that a sampler computes the conditioning once."""
     from flax import nnx
 
+    from dsmcli.models import dense
+
     h, w = image_hw
 
     class PixelCNN(nnx.Module):
         def __init__(self):
             self.convs = nnx.List([masked_conv(1, channels, kernel, "A", rngs)]
                                   + [masked_conv(channels, channels, kernel, "B", rngs) for _ in range(layers - 1)])
-            self.from_z = nnx.List([nnx.Linear(latent, channels, rngs=rngs) for _ in range(layers)])
-            self.from_map = nnx.List([nnx.Linear(1, channels, use_bias=False, rngs=rngs) for _ in range(layers)])
-            self.out = nnx.Linear(channels, levels, rngs=rngs)
+            self.from_z = nnx.List([dense.Linear(latent, channels, rngs=rngs) for _ in range(layers)])
+            self.from_map = nnx.List([dense.Linear(1, channels, use_bias=False, rngs=rngs) for _ in range(layers)])
+            self.out = dense.Linear(channels, levels, rngs=rngs)
 
         def condition(self, z, s):
             """Per layer, V_l z + b_l + u_l·s: (B, H, W, P) each (a function of z alone)."""

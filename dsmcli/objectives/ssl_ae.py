@@ -46,9 +46,9 @@ class SemiSupervisedAE(AutoencoderObjective):
         self._y_lab = np.asarray(data.y_train[rows], np.int32)
 
     def extend_model(self, model, rngs):
-        from flax import nnx
+        from dsmcli.models import dense
 
-        return extended(model, head=nnx.Linear(self.model_cfg.latent, self.classes, rngs=rngs))
+        return extended(model, head=dense.Linear(self.model_cfg.latent, self.classes, rngs=rngs))
 
     def classify(self, model, x):
         """Class logits ``(B, classes)``: the linear head on the codes."""
