@@ -15,10 +15,8 @@ from jax import lax
 from dsmcli.models import dense
 
 
-def _mlp(dot_general, widths, seed=0, dtype=jnp.float32):
-    rngs = nnx.Rngs(seed)
-    layers = [nnx.Linear(a, b, dot_general=dot_general, param_dtype=dtype, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
-
+def _mlp(dot_general):
+    """A softplus perceptron whose products are ``dot_general``: f(params, x)."""
     def f(params, x):
         for i, p in enumerate(params):
             x = dot_general(x, p["kernel"], (((x.ndim - 1,), (0,)), ((), ()))) + p["bias"]
@@ -26,8 +24,13 @@ def _mlp(dot_general, widths, seed=0, dtype=jnp.float32):
                 x = jax.nn.softplus(x)
         return x
 
-    params = [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in layers]
-    return f, params
+    return f
+
+
+def _params(widths, dtype, seed=0):
+    rngs = nnx.Rngs(seed)
+    layers = [nnx.Linear(a, b, param_dtype=dtype, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+    return [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in layers]
 
 
 @pytest.mark.parametrize("lead", [(7,), (2, 3), ()])
@@ -35,8 +38,7 @@ def test_values_and_every_derivative_equal_lax_dot_general_in_float64(lead):
     """Values, reverse mode (parameters and input), forward mode, the input Hessian and the
     gradient of a forward-mode quantity (as ism and ssm train) equal the plain product's."""
     with jax.enable_x64():
-        ref, params = _mlp(lax.dot_general, [3, 16, 16, 3], dtype=jnp.float64)
-        ours, _ = _mlp(dense.dot_general, [3, 16, 16, 3], dtype=jnp.float64)
+        ref, ours, params = _mlp(lax.dot_general), _mlp(dense.dot_general), _params([3, 16, 16, 3], jnp.float64)
         x = jax.random.normal(jax.random.key(1), (*lead, 3), jnp.float64)
         close = lambda a, b: jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-13), a, b)
         close(ours(params, x), ref(params, x))

@@ -91,14 +91,14 @@ def test_workers_start_jax_before_pinning_unless_every_network_is_dense(tmp_path
     from dsmcli import config
     from dsmcli.launch import pools_from_every_core
 
-    dense = {"config": config.validate(yaml.safe_load(Path(tiny_config).read_text()) | {"name": "t"}, "t").to_dict()}
-    conv_cfg = yaml.safe_load(Path(tiny_config).read_text()) | {"name": "c", "data": {"kind": "digits"},
-                                                                "objective": {"kind": "ncsn", "n_sigmas": 3}}
-    conv_cfg.pop("model")
-    conv = {"config": config.validate(conv_cfg, "c").to_dict()}
+    def group(**changes):
+        raw = yaml.safe_load(Path(tiny_config).read_text()) | {"name": "t"} | changes
+        return {"config": config.validate({k: v for k, v in raw.items() if v is not None}, "t").to_dict()}
+
+    dense = group()
+    conv = group(data={"kind": "digits"}, objective={"kind": "ncsn", "n_sigmas": 3}, model=None)
     assert conv["config"]["model"]["kind"] == "ncsn_conv"
-    tied = {"config": config.validate(yaml.safe_load(Path(tiny_config).read_text()) | {
-        "name": "d", "model": {"kind": "tied_dae", "hidden": 8}, "objective": {"kind": "dsm", "sigma": 0.3}}, "d").to_dict()}
+    tied = group(model={"kind": "tied_dae", "hidden": 8})
     assert not pools_from_every_core([dense, dense])
     assert pools_from_every_core([dense, conv]) and pools_from_every_core([tied])
 
