@@ -4,16 +4,15 @@ optimiser, and a run with resume from the command line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from typer.testing import CliRunner
 
 from dsmcli import experiment, optim
+from dsmcli.cli import app
 from dsmcli.config import validate
 from dsmcli.objectives.aae import logits
 from tests.conftest import write_config
@@ -97,24 +96,23 @@ def test_aae_needs_a_bottleneck():
 
 def test_aae_trains_resumes_and_evaluates_from_the_command_line(tmp_path):
     """Restoring the two optimisers' state into the multi_transform target: a resumed run ends
-    with the parameters of an uninterrupted one."""
+    with the parameters of an uninterrupted one (in process, typer's CliRunner)."""
     sets = dict(data=DIGITS, model=MODEL, objective={"kind": "aae", "disc_hidden": [8], "disc_lr": 1e-4},
                 train={"steps": 20, "batch_size": 32, "log_every": 10, "eval_every": 10, "ckpt_every": 10},
                 sample={"kind": "ancestral", "n": 16, "init": {"kind": "gaussian", "std": 1.0}})
     config = write_config(tmp_path / "aae.yaml", **sets)
-    dsm = [sys.executable, "-m", "dsmcli"]
-    full = subprocess.run([*dsm, "train", "--config", config, "--runs-dir", str(tmp_path / "a")], capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr
-    half = subprocess.run([*dsm, "train", "--config", config, "--runs-dir", str(tmp_path / "b"), "train.steps=10"],
-                          capture_output=True, text=True)
-    assert half.returncode == 0, half.stderr
+    dsm = CliRunner().invoke
+    full = dsm(app, ["train", "--config", config, "--runs-dir", str(tmp_path / "a")])
+    assert full.exit_code == 0, full.output
+    half = dsm(app, ["train", "--config", config, "--runs-dir", str(tmp_path / "b"), "train.steps=10"])
+    assert half.exit_code == 0, half.output
     run_b = half.stdout.strip().splitlines()[-1]
-    resumed = subprocess.run([*dsm, "train", "--resume", run_b, "train.steps=20"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = dsm(app, ["train", "--resume", run_b, "train.steps=20"])
+    assert resumed.exit_code == 0, resumed.output
     run_a = full.stdout.strip().splitlines()[-1]
     a = (tmp_path / "a").rglob("checkpoints/*20*/state.msgpack")
     b = (tmp_path / "b").rglob("checkpoints/*20*/state.msgpack")
     assert next(a).read_bytes() == next(b).read_bytes()
-    ev = subprocess.run([*dsm, "eval", run_a], capture_output=True, text=True)
-    assert ev.returncode == 0 and "probe_acc" in ev.stdout, ev.stderr
+    ev = dsm(app, ["eval", run_a])
+    assert ev.exit_code == 0 and "probe_acc" in ev.stdout, ev.output
     assert any((tmp_path / "a").rglob("plots/interpolation.png"))

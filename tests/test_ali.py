@@ -5,8 +5,6 @@ deterministic (BiGAN) encoder, config errors and a run from the command line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -189,7 +187,8 @@ def test_bigan_encoder_is_deterministic():
 
 
 def _dsm(*args):
-    return subprocess.run([sys.executable, "-m", "dsmcli", *args], capture_output=True, text=True)
+    """In process (typer's CliRunner)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("override, field, words", [
@@ -216,16 +215,16 @@ def test_ali_trains_samples_and_evaluates_from_the_command_line(tmp_path):
                 sample={"kind": "ancestral", "n": 16, "init": {"kind": "gaussian", "std": 1.0}})
     config = write_config(tmp_path / "ali.yaml", **sets)
     train = _dsm("train", "--config", config, "--runs-dir", str(tmp_path / "runs"))
-    assert train.returncode == 0, train.stderr
+    assert train.exit_code == 0, train.output
     run = train.stdout.strip().splitlines()[-1]
     records = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
     assert [r["step"] for r in records if "gen_loss" in r] == [10, 20]
     assert all(np.isfinite(r[k]) for r in records for k in ("loss", "gen_loss", "disc_loss", "recon", "r1") if k in r)
     sample = _dsm("sample", run, "--seed", "1", "--metrics", "mmd")
-    assert sample.returncode == 0, sample.stderr
+    assert sample.exit_code == 0, sample.output
     x = np.load(sample.stdout.strip().splitlines()[-1])["x"]
     assert x.shape == (16, 64) and np.isfinite(x).all()
     ev = _dsm("eval", run, "--metrics", "codes")
-    assert ev.returncode == 0, ev.stderr
+    assert ev.exit_code == 0, ev.output
     metrics = json.load(open(f"{run}/eval.json"))
     assert {"recon_mse", "probe_acc", "kmeans_nmi"} <= set(metrics)

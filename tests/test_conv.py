@@ -3,15 +3,15 @@ shapes and row-wise independence, the defaults and errors, and NCSN end to end o
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from dsmcli import experiment
+from dsmcli.cli import app
 from dsmcli.config import validate
 from dsmcli.models.conv_blocks import NHWC_DIMS, canonical_conv, patch_conv
 from tests.conftest import write_config
@@ -139,10 +139,9 @@ def test_ncsn_defaults_to_the_conv_network_on_images_and_the_mlp_on_vectors():
 ])
 def test_conv_misuse_is_a_user_error(tmp_path, sets, message):
     config = write_config(tmp_path / "c.yaml", **sets)
-    out = subprocess.run([sys.executable, "-m", "dsmcli", "train", "--config", config, "--runs-dir", str(tmp_path / "runs")],
-                         capture_output=True, text=True)
-    assert out.returncode == 2, out.stderr
-    assert message in out.stderr and "Traceback" not in out.stderr
+    out = CliRunner().invoke(app, ["train", "--config", config, "--runs-dir", str(tmp_path / "runs")])  # in process
+    assert out.exit_code == 2, out.output
+    assert message in out.stderr and "Traceback" not in out.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("summary.json"))
 
 
@@ -155,12 +154,11 @@ def test_ncsn_on_digits_trains_and_draws_an_image_grid_from_the_command_line(tmp
                 "init": {"kind": "uniform", "low": 0, "high": 1}},
     )
     runs = str(tmp_path / "runs")
-    train = subprocess.run([sys.executable, "-m", "dsmcli", "train", "--config", config, "--runs-dir", runs],
-                           capture_output=True, text=True)
-    assert train.returncode == 0, train.stderr
+    train = CliRunner().invoke(app, ["train", "--config", config, "--runs-dir", runs])  # in process
+    assert train.exit_code == 0, train.output
     run_dir = train.stdout.strip().splitlines()[-1]
-    sample = subprocess.run([sys.executable, "-m", "dsmcli", "sample", run_dir], capture_output=True, text=True)
-    assert sample.returncode == 0, sample.stderr
+    sample = CliRunner().invoke(app, ["sample", run_dir])
+    assert sample.exit_code == 0, sample.output
     npz = sample.stdout.strip().splitlines()[-1]
     x = np.load(npz)["x"]
     assert x.shape == (16, 64) and np.all(np.isfinite(x))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -19,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from typer.testing import CliRunner
 
 from dsmcli import config, experiment, models
+from dsmcli.cli import app
 from dsmcli.data.base import Dataset
 from dsmcli.errors import UserError
 from dsmcli.models.conv_blocks import patch_conv
@@ -289,18 +289,17 @@ def test_trains_samples_and_evaluates_from_the_command_line(tmp_path, model):
         train={"steps": 20, "batch_size": 32, "log_every": 10, "eval_every": 20, "ckpt_every": 20},
         sample={"kind": "ancestral", "n": 16, "init": {"kind": "gaussian", "std": 1.0}},
         eval={"nll_n": 20, "iw_samples": 5})
-    dsm = [sys.executable, "-m", "dsmcli"]
-    train = subprocess.run([*dsm, "train", "--config", cfg, "--runs-dir", str(tmp_path / "runs")],
-                           capture_output=True, text=True)
-    assert train.returncode == 0, train.stderr
+    dsm = CliRunner().invoke  # in process
+    train = dsm(app, ["train", "--config", cfg, "--runs-dir", str(tmp_path / "runs")])
+    assert train.exit_code == 0, train.output
     run = train.stdout.strip().splitlines()[-1]
-    sample = subprocess.run([*dsm, "sample", run], capture_output=True, text=True)
-    assert sample.returncode == 0, sample.stderr
+    sample = dsm(app, ["sample", run])
+    assert sample.exit_code == 0, sample.output
     x = np.load(sample.stdout.strip().splitlines()[-1])["x"]
     assert x.shape == (16, 64)
     np.testing.assert_array_equal(x * 16, np.rint(x * 16))  # drawn on the digits' 17 levels
-    ev = subprocess.run([*dsm, "eval", run, "--metrics", "codes,nll_iw"], capture_output=True, text=True)
-    assert ev.returncode == 0, ev.stderr
+    ev = dsm(app, ["eval", run, "--metrics", "codes,nll_iw"])
+    assert ev.exit_code == 0, ev.output
     metrics = json.loads((Path(run) / "eval.json").read_text())
     metrics = metrics.get("metrics", metrics)
     assert np.isfinite(metrics["nll_iw"]) and np.isfinite(metrics["recon_mse"]) and metrics["elbo"] < 0

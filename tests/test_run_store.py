@@ -65,10 +65,13 @@ def trained(tiny_config, runs_dir):
 
 
 def start_long_training(config, runs_dir, name="long", steps=10_000_000):
+    one_core = {min(os.sched_getaffinity(0))} if hasattr(os, "sched_setaffinity") else None
+    # on one core: the readers' processes and the other test workers keep the rest of the machine
     proc = subprocess.Popen([*DSM, "train", "--config", config, "--runs-dir", runs_dir, "--name", name,
                              f"train.steps={steps}", "train.log_every=100", "train.eval_every=1000000",
                              "train.ckpt_every=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, one_core)) if one_core else None)
     run_dir = Path(runs_dir) / name / "v001"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -145,14 +148,16 @@ def test_two_resumes_at_once_one_trains_the_other_is_refused(tiny_config, tmp_pa
     assert r.exit_code == 0, r.output
     run_dir = runs_dir / "tiny" / "v001"
     assert "may be set here" in one_error_line(dsm("train", "--resume", run_dir, "train.log_every=10"))
-    cmd = [*DSM, "train", "--resume", str(run_dir), "train.steps=100000"]
+    # the lock is taken before the build, so the winner holds it for ≥ 10 s of training:
+    # far longer than the two start-ups can drift apart
+    cmd = [*DSM, "train", "--resume", str(run_dir), "train.steps=20000"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 2], [o[1][-1500:] for o in outs]
     assert "is being trained by process" in outs[codes.index(2)][1]
     steps = [rec["step"] for rec in runs.MetricsLog(run_dir / "metrics.jsonl").read()]
-    assert steps == list(range(100, 100001, 100))
+    assert steps == list(range(100, 20001, 100))
     assert strict_json(run_dir / "summary.json")["status"] == "completed"
 
 
@@ -213,7 +218,8 @@ def test_every_checkpoint_corrupt_is_refused_not_a_fresh_start(trained):
 
 
 # ------------------------------------------------------------------ 4. self-contained runs
-def test_relative_data_path_is_stored_absolute_with_its_hash_and_checked(tmp_path):
+def test_relative_data_path_is_stored_absolute_with_its_hash_and_checked(tmp_path, monkeypatch):
+    """In process (typer's CliRunner), each command in the working directory it is given."""
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
     elsewhere.mkdir()
@@ -221,25 +227,27 @@ def test_relative_data_path_is_stored_absolute_with_its_hash_and_checked(tmp_pat
     np.savez(work / "pts.npz", x=x)
     write_config(work / "c.yaml", data={"kind": "npz", "path": "pts.npz"}, objective={"kind": "dsm", "sigma": 0.3},
                  sample={"kind": "langevin", "n": 50, "steps": 5, "step_size": 0.01})
-    r = dsm_process("train", "--config", "c.yaml", "--runs-dir", tmp_path / "runs", cwd=work)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(work)
+    r = dsm("train", "--config", "c.yaml", "--runs-dir", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
     run_dir = tmp_path / "runs" / "c" / "v001"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["path"] == str(work / "pts.npz")
     entry = json.loads((run_dir / "meta.json").read_text())["data_files"][0]
     assert entry["key"] == "data.path" and entry["as_written"] == "pts.npz" and entry["path"] == str(work / "pts.npz")
     assert entry["files"][0]["sha256"] == hashlib.sha256((work / "pts.npz").read_bytes()).hexdigest()
     np.savez(elsewhere / "pts.npz", x=x + 100)  # a different file of the same name where eval runs
+    monkeypatch.chdir(elsewhere)
     for args in (["eval", run_dir], ["sample", run_dir], ["train", "--resume", run_dir, "train.steps=60"]):
-        r = dsm_process(*args, cwd=elsewhere)
-        assert r.returncode == 0, (args, r.stderr)
+        r = dsm(*args)
+        assert r.exit_code == 0, (args, r.output)
     evaluation = (run_dir / "eval.json").read_text()
     np.savez(work / "pts.npz", x=x * 2)
     before = snapshot(run_dir)
-    r = dsm_process("eval", run_dir, cwd=elsewhere)
-    assert r.returncode == 2 and "changed since the run started" in r.stderr and str(work / "pts.npz") in r.stderr
+    r = dsm("eval", run_dir)
+    assert r.exit_code == 2 and "changed since the run started" in r.stderr and str(work / "pts.npz") in r.stderr
     (work / "pts.npz").unlink()
-    r = dsm_process("sample", run_dir, cwd=elsewhere)
-    assert r.returncode == 2 and "(given as 'pts.npz' when the run started) no longer exists" in r.stderr
+    r = dsm("sample", run_dir)
+    assert r.exit_code == 2 and "(given as 'pts.npz' when the run started) no longer exists" in r.stderr
     assert snapshot(run_dir) == before and (run_dir / "eval.json").read_text() == evaluation
 
 
