@@ -53,8 +53,9 @@ def prepared(exp, options: dict, length: int):
     from dsmcli import train
 
     plan = train.prepare(dataclasses.replace(exp, params=jax.tree.map(jnp.copy, exp.params)))
+    # prepare compiled the trainer's own step: a step function of the variant's options instead
+    plan.step_fn = train.StepFunction(plan.exp, plan.tx, plan.mesh)
     plan.step_fn.compiler_options = dict(options) or None
-    plan.step_fn._compiled = {}  # prepare compiled the first dispatch with the trainer's options
     t0 = time.perf_counter()
     plan.state, metrics = plan.step_fn(plan.state, plan.x_train, 0, length)
     jax.block_until_ready(plan.state)

@@ -128,8 +128,9 @@ def slots(jobs: int) -> list[dict]:
     return out
 
 
-def _worker_init(queue) -> None:
-    """Runs first in each spawned worker: take a slot, stay quiet, set XLA's flags, pin it."""
+def _worker_init(queue, pools_first: bool) -> None:
+    """Runs first in each spawned worker: take a slot, stay quiet, set XLA's flags, pin it (after
+    JAX has started when ``pools_first``: ``pools_from_every_core``)."""
     slot = queue.get()
     os.environ.update(slot["env"])
     from dsmcli import console
@@ -138,7 +139,7 @@ def _worker_init(queue) -> None:
     console.set_quiet(True)
     configure_xla_env()
     if hasattr(os, "sched_setaffinity") and slot["cpus"]:
-        if slot.get("pools_from_every_core"):
+        if pools_first:
             pin_after_jax_starts(slot["cpus"])
         else:
             os.sched_setaffinity(0, slot["cpus"])
@@ -214,12 +215,11 @@ def _run_pool(indices: list[int], groups: list[dict], jobs: int, report, done: d
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    late = pools_from_every_core([groups[i] for i in indices])
     for slot in slots(min(jobs, len(indices))):
-        queue.put({**slot, "pools_from_every_core": late})
+        queue.put(slot)
     lost = []
     with ProcessPoolExecutor(max_workers=min(jobs, len(indices)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(queue,)) as pool:
+                             initargs=(queue, pools_from_every_core([groups[i] for i in indices]))) as pool:
         futures = {pool.submit(run_group, groups[i]): i for i in indices}
         for fut in as_completed(futures):
             i = futures[fut]

@@ -29,6 +29,11 @@ TINY = {
 }
 
 
+def pinned_to(cpus):
+    """A ``preexec_fn`` that runs a subprocess on ``cpus`` only (None: every core)."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 def write_config(path, overrides: dict | None = None, **sections) -> str:
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     cfg.update(sections)

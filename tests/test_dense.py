@@ -13,6 +13,7 @@ from flax import nnx
 from jax import lax
 
 from dsmcli.models import dense
+from tests.conftest import pinned_to
 
 
 def _mlp(dot_general):
@@ -91,9 +92,8 @@ GRADIENT_BITS = textwrap.dedent("""
 
 
 def _bits(kind: str, cpus=None) -> str:
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     out = subprocess.run([sys.executable, "-c", GRADIENT_BITS, kind], capture_output=True, text=True, timeout=120,
-                         preexec_fn=pin, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                         preexec_fn=pinned_to(cpus), env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip()
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dsmcli import checkpoint, experiment, objectives
 from dsmcli.config import load_experiment
 from dsmcli.train import load_state
-from tests.conftest import TINY, write_config
+from tests.conftest import TINY, pinned_to, write_config
 
 DSM = [sys.executable, "-m", "dsmcli"]
 TIMING = {"steps_per_sec", "wall_s", "compile_s"}
@@ -151,7 +151,7 @@ def test_same_numbers_on_one_core_and_on_all_of_them(tmp_path):
     one = sorted(os.sched_getaffinity(0))[:1]
     env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}  # as users run it
     quickstart = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
-    for name, pin in (("all", None), ("one", lambda: os.sched_setaffinity(0, one))):
+    for name, pin in (("all", None), ("one", pinned_to(one))):
         # 2000 quickstart steps differed in grad_norm's last bits with YNNPACK's reductions
         out = subprocess.run([*DSM, "train", "--config", quickstart, "--runs-dir", tmp_path / "runs", "--name", name,
                               "train.steps=2000"], capture_output=True, text=True, timeout=300, preexec_fn=pin, env=env)

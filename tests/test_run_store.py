@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from dsmcli import fsio, runlock, runs
 from dsmcli.cli import app
-from tests.conftest import write_config
+from tests.conftest import pinned_to, write_config
 
 DSM = [sys.executable, "-m", "dsmcli"]
 
@@ -71,7 +71,7 @@ def start_long_training(config, runs_dir, name="long", steps=10_000_000):
                              f"train.steps={steps}", "train.log_every=100", "train.eval_every=1000000",
                              "train.ckpt_every=100000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, one_core)) if one_core else None)
+                            preexec_fn=pinned_to(one_core))
     run_dir = Path(runs_dir) / name / "v001"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

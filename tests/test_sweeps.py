@@ -83,7 +83,7 @@ def test_a_pinned_worker_trains_a_conv_network_as_a_plain_train_does(tmp_path, r
     cmp = write_compare(tmp_path, conv, [{"name": "conv", "set": {}}], seeds=[0, 1])  # two workers, a core each
     out, table = compare.run(str(cmp), [], runs_dir=str(runs_dir), jobs=2)
     assert table[0]["status"] == "completed" and len(table[0]["runs"]) == 2, table[0].get("errors")
-    # one run retrained suffices: pinned in the old order, either worker's differed from step 10
+    # one run retrained suffices: pinned in the old order, this one already differed at step 10
     assert_each_run_equals_a_plain_train([{**table[0], "runs": table[0]["runs"][:1]}], tmp_path)
 
 
