@@ -104,8 +104,9 @@ def draw(exp, params, sample_cfg, seed: int) -> tuple[np.ndarray, dict]:
                 parts = [jnp.concatenate([p, jnp.repeat(p[-1:], batch - m, 0)]) for p in parts]
             if shard is not None:  # particles split over the data axis; the score is row-wise
                 parts = [jax.device_put(p, shard) for p in parts]
-            x, info = run(parts[0], jax.random.fold_in(key_run, i), *parts[1:])
-            x = jax.block_until_ready(x)
+            with progress.within_dispatch(bar, start, m):
+                x, info = run(parts[0], jax.random.fold_in(key_run, i), *parts[1:])
+                x = jax.block_until_ready(x)
             outs.append(x[:m])
             infos.append((m, info))
             bar.update(start + m)

@@ -43,6 +43,7 @@ def run(target, x0, key, cfg, condition=None):
     import jax
     import jax.numpy as jnp
 
+    from dsmcli import progress
     from dsmcli.samplers.base import Trace
 
     sigmas = schedule(target, cfg)
@@ -62,7 +63,7 @@ def run(target, x0, key, cfg, condition=None):
             x = jnp.where(known, y + sigma * jax.random.normal(jax.random.fold_in(key, len(levels) + t), y.shape, y.dtype), x)
         return (x, trace.record(buf, t - last, x)), None
 
-    (x, buf), _ = jax.lax.scan(step, (x0, trace.init(x0)), (jnp.arange(len(levels)), levels))
+    (x, buf), _ = progress.scan(step, (x0, trace.init(x0)), (jnp.arange(len(levels)), levels))
     if cfg.denoise:
         x = x + sigmas[-1] ** 2 * target.score_at(x, sigmas[-1])
     if condition is not None:

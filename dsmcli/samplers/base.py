@@ -101,7 +101,10 @@ def metropolised_langevin(target, x0, key, cfg, *, exact_energy: bool):
     import jax
     import jax.numpy as jnp
 
+    from dsmcli import progress
+
     energy = target.energy if exact_energy else (lambda x: jnp.zeros(x.shape[0], x.dtype))
+    adapt_steps = cfg.adapt_steps if cfg.step_size == "auto" else 0
 
     def propose(x, s_x, e_x, eps, t):
         k_prop, k_acc = jax.random.split(jax.random.fold_in(key, t))
@@ -125,7 +128,8 @@ def metropolised_langevin(target, x0, key, cfg, *, exact_energy: bool):
             x, s_x, e_x, _, prob = propose(x, s_x, e_x, jnp.exp(da.log_step_size), cfg.steps + t)
             return ((x, s_x, e_x), da_update(da, jnp.mean(prob))), None
 
-        (state, da), _ = jax.lax.scan(adapt, (state, da_init(jnp.asarray(0.1, x0.dtype))), jnp.arange(cfg.adapt_steps))
+        (state, da), _ = progress.scan(
+            adapt, (state, da_init(jnp.asarray(0.1, x0.dtype))), jnp.arange(cfg.adapt_steps), total=adapt_steps + cfg.steps)
         eps = da_final(da)
     else:
         eps = jnp.asarray(cfg.step_size, x0.dtype)
@@ -136,7 +140,8 @@ def metropolised_langevin(target, x0, key, cfg, *, exact_energy: bool):
         x, s_x, e_x, accept, _ = propose(x, s_x, e_x, eps, t)
         return ((x, s_x, e_x), accepted + accept, trace.record(buf, t, x)), None
 
-    ((x, _, _), accepted, buf), _ = jax.lax.scan(step, (state, jnp.zeros(x0.shape[0]), trace.init(x0)), jnp.arange(cfg.steps))
+    ((x, _, _), accepted, buf), _ = progress.scan(
+        step, (state, jnp.zeros(x0.shape[0]), trace.init(x0)), jnp.arange(cfg.steps), before=adapt_steps)
     return x, {"acceptance": jnp.mean(accepted) / cfg.steps, "step_size": eps, "trace": buf}
 
 

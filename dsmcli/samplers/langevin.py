@@ -21,6 +21,7 @@ def run(target, x0, key, cfg):
     import jax
     import jax.numpy as jnp
 
+    from dsmcli import progress
     from dsmcli.samplers.base import Trace
 
     eps = cfg.step_size
@@ -32,5 +33,5 @@ def run(target, x0, key, cfg):
         x = x + 0.5 * eps * target.score(x) + jnp.sqrt(eps) * z
         return (x, trace.record(buf, t, x)), None
 
-    (x, buf), _ = jax.lax.scan(step, (x0, trace.init(x0)), jnp.arange(cfg.steps))
+    (x, buf), _ = progress.scan(step, (x0, trace.init(x0)), jnp.arange(cfg.steps))
     return x, {"trace": buf}

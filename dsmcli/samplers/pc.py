@@ -53,6 +53,8 @@ def run(target, x0, key, cfg, condition=None):
     import jax
     import jax.numpy as jnp
 
+    from dsmcli import progress
+
     sde = target.sde
     n_steps = cfg.steps
     dt = (1.0 - sde.t_eps) / n_steps
@@ -109,7 +111,7 @@ def run(target, x0, key, cfg, condition=None):
         return (x, x_mean), None
 
     x_start = x0 if condition is None else hold(x0, x0, jnp.asarray(1.0, x0.dtype), jax.random.fold_in(key, n_steps))[0]
-    (x, x_mean), _ = jax.lax.scan(step, (x_start, x_start), jnp.arange(n_steps))
+    (x, x_mean), _ = progress.scan(step, (x_start, x_start), jnp.arange(n_steps))
     out = x_mean if cfg.denoise else x
     if condition is not None:
         out = jnp.where(condition[1], condition[0], out)
