@@ -117,10 +117,10 @@ def scan(f, init, xs, pieces: int = 25, *, before: int = 0, total: int | None = 
     import jax.numpy as jnp
 
     n = jax.tree.leaves(xs)[0].shape[0]
-    total = n + before if total is None else total
-    every = next(d for d in range(max(1, -(-n // pieces)), n + 1) if n % d == 0) if n else 1
-    if n == 0 or every == n:
+    every = next((d for d in range(max(1, -(-n // pieces)), n) if n % d == 0), n)
+    if every >= n:  # one piece (or none): nothing to report before the dispatch's end
         return jax.lax.scan(f, init, xs)
+    total = n + before if total is None else total
 
     def report(i, _):
         if _loop_listener is not None:
@@ -150,10 +150,10 @@ class within_dispatch:
         self._last = time.perf_counter()
 
     def _listen(self, fraction: float) -> None:
-        now = time.perf_counter()
         if fraction >= 1.0:  # the caller reports the dispatch's end (with its results)
             return
-        if self.bar.mode == "quiet" or (self.bar.mode == "plain" and now - self._last < self.PLAIN_EVERY_S):
+        now = time.perf_counter()
+        if self.bar.mode == "plain" and now - self._last < self.PLAIN_EVERY_S:
             return
         self._last = now
         self.bar.update(self.done + int(self.units * fraction))

@@ -1,6 +1,8 @@
 """Samplers, one module each, in an explicit registry: ``check(target, cfg)`` raises a
 ``UserError`` when the model cannot be sampled this way, ``run(target, x0, key, cfg) -> (x,
-info)`` runs every step inside one ``lax.scan``. ``target`` is a ``samplers.base.Target``.
+info)`` runs every step inside one ``lax.scan`` — written ``progress.scan`` for a fixed number of
+steps, so that ``dsm sample`` reports progress within the dispatch (the same bits). ``target``
+is a ``samplers.base.Target``.
 Optional: ``initial(target, key, n)`` (the particles to start from, in place of ``sample.init``:
 the reverse-time samplers start from the SDE's prior) and ``INPAINTS = True`` with
 ``run(..., condition=(observed, known))`` (``sample.inpaint``: the known coordinates held)."""
